@@ -1,0 +1,355 @@
+"""The corpus: one SQLite file per profile with everything a crawl found.
+
+Tables
+  items       one row per thing crawled (profile, publication, post, board, pin), with its hop
+              distance from the person (``degree``) and the edge that first reached it (``via_edge``)
+  edges       association edges ``src -[relation]-> dst`` with the degree of ``dst`` along them
+  image_refs  where an item shows an image: URL, role (cover, body, pin, carousel, story), alt, caption
+  image_urls  URL -> content hash, so two URLs of one picture resolve to one stored file
+  images      content-addressed files under ``$QUALIA_HOME/images/<aa>/<sha256>.<ext>``
+  crawl_state small key/value store for resumable crawls
+
+No torch here: the crawler writes through this module and must stay light.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from qualia import workspace
+
+SCHEMA_VERSION = 1
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id           TEXT PRIMARY KEY,
+    source       TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    degree       INTEGER NOT NULL,
+    via_edge     INTEGER REFERENCES edges(id),
+    title        TEXT,
+    text         TEXT,
+    url          TEXT,
+    published_at TEXT,
+    data         TEXT,
+    first_seen   REAL NOT NULL,
+    updated_at   REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_kind ON items(source, kind);
+CREATE TABLE IF NOT EXISTS edges (
+    id       INTEGER PRIMARY KEY,
+    src      TEXT NOT NULL,
+    dst      TEXT NOT NULL,
+    relation TEXT NOT NULL,
+    degree   INTEGER NOT NULL,
+    UNIQUE (src, dst, relation)
+);
+CREATE TABLE IF NOT EXISTS image_refs (
+    item_id  TEXT NOT NULL REFERENCES items(id),
+    url      TEXT NOT NULL,
+    role     TEXT NOT NULL,
+    alt      TEXT,
+    caption  TEXT,
+    position INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (item_id, url)
+);
+CREATE TABLE IF NOT EXISTS image_urls (
+    url        TEXT PRIMARY KEY,
+    sha256     TEXT NOT NULL REFERENCES images(sha256),
+    fetched_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    sha256 TEXT PRIMARY KEY,
+    path   TEXT NOT NULL,
+    format TEXT NOT NULL,
+    width  INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    bytes  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS crawl_state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+class InvalidImage(ValueError):
+    """Bytes that are not a readable picture (or are too large to be one we keep)."""
+
+
+@dataclass(frozen=True)
+class ImageOccurrence:
+    """One place an item shows a stored picture: the raw material of a text-image pair."""
+
+    item_id: str
+    source: str
+    kind: str
+    degree: int
+    item_title: str | None
+    item_text: str | None
+    item_url: str | None
+    image_url: str
+    role: str
+    alt: str | None
+    caption: str | None
+    position: int
+    sha256: str
+    image_path: Path
+
+
+def validate_image(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) of ``data``, or InvalidImage with the reason."""
+    if len(data) > MAX_IMAGE_BYTES:
+        raise InvalidImage(f"image of {len(data)} bytes is over the {MAX_IMAGE_BYTES}-byte limit")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format or ""
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise InvalidImage(f"image of {width}x{height} pixels is too large")
+            im.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, InvalidImage):
+            raise
+        raise InvalidImage(f"not a readable image: {e}") from e
+    if fmt not in _FORMAT_EXT:
+        raise InvalidImage(f"unsupported image format {fmt or 'unknown'!r}")
+    return fmt, width, height
+
+
+class Corpus:
+    """A profile's corpus. Safe to open from several processes (WAL, busy timeout)."""
+
+    def __init__(self, path: Path | str, images_root: Path | None = None, readonly: bool = False):
+        self.path = Path(path)
+        self.images_root = Path(images_root) if images_root else workspace.images_dir()
+        if readonly:
+            if not self.path.exists():
+                raise FileNotFoundError(f"no corpus at {self.path}")
+            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.commit()
+        self.db.row_factory = sqlite3.Row
+
+    @classmethod
+    def for_profile(cls, profile: str, readonly: bool = False) -> Corpus:
+        return cls(workspace.corpus_path(profile), readonly=readonly)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Corpus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def add_edge(self, src: str, dst: str, relation: str, degree: int) -> int:
+        self.db.execute(
+            "INSERT INTO edges(src, dst, relation, degree) VALUES (?,?,?,?) "
+            "ON CONFLICT(src, dst, relation) DO UPDATE SET degree=min(degree, excluded.degree)",
+            (src, dst, relation, degree),
+        )
+        row = self.db.execute(
+            "SELECT id FROM edges WHERE src=? AND dst=? AND relation=?", (src, dst, relation)
+        ).fetchone()
+        return int(row[0])
+
+    def upsert_item(
+        self,
+        item_id: str,
+        *,
+        source: str,
+        kind: str,
+        degree: int,
+        title: str | None = None,
+        text: str | None = None,
+        url: str | None = None,
+        published_at: str | None = None,
+        data: dict[str, Any] | None = None,
+        via: tuple[str, str] | None = None,
+    ) -> bool:
+        """Insert or refresh an item; returns True if it was new.
+
+        ``via`` is ``(src_id, relation)``: the edge that reached it. An item reached again by a
+        shorter path takes the lower degree and that path; fields a later sighting lacks are kept.
+        """
+        now = time.time()
+        edge_id = self.add_edge(via[0], item_id, via[1], degree) if via else None
+        existing = self.db.execute("SELECT degree FROM items WHERE id=?", (item_id,)).fetchone()
+        payload = json.dumps(data, sort_keys=True) if data is not None else None
+        if existing is None:
+            self.db.execute(
+                "INSERT INTO items(id, source, kind, degree, via_edge, title, text, url, published_at,"
+                " data, first_seen, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (item_id, source, kind, degree, edge_id, title, text, url, published_at, payload, now, now),
+            )
+            return True
+        closer = degree < existing["degree"]
+        self.db.execute(
+            "UPDATE items SET title=coalesce(?, title), text=coalesce(?, text), url=coalesce(?, url),"
+            " published_at=coalesce(?, published_at), data=coalesce(?, data), updated_at=?,"
+            " degree=CASE WHEN ? THEN ? ELSE degree END,"
+            " via_edge=CASE WHEN ? OR via_edge IS NULL THEN coalesce(?, via_edge) ELSE via_edge END"
+            " WHERE id=?",
+            (title, text, url, published_at, payload, now, closer, degree, closer, edge_id, item_id),
+        )
+        return False
+
+    def add_image_ref(
+        self,
+        item_id: str,
+        url: str,
+        role: str,
+        alt: str | None = None,
+        caption: str | None = None,
+        position: int = 0,
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO image_refs(item_id, url, role, alt, caption, position) VALUES (?,?,?,?,?,?) "
+            "ON CONFLICT(item_id, url) DO UPDATE SET role=excluded.role, alt=coalesce(excluded.alt, alt),"
+            " caption=coalesce(excluded.caption, caption), position=excluded.position",
+            (item_id, url, role, alt, caption, position),
+        )
+
+    def has_image_url(self, url: str) -> bool:
+        return self.db.execute("SELECT 1 FROM image_urls WHERE url=?", (url,)).fetchone() is not None
+
+    def store_image(self, url: str, data: bytes) -> str:
+        """Validate and store picture bytes fetched from ``url``; returns their sha256.
+
+        The file is written once per content hash, however many URLs lead to it.
+        """
+        fmt, width, height = validate_image(data)
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"{sha[:2]}/{sha}.{_FORMAT_EXT[fmt]}"
+        target = self.images_root / rel
+        if not target.exists():
+            workspace.atomic_write_bytes(target, data)
+        self.db.execute(
+            "INSERT OR IGNORE INTO images(sha256, path, format, width, height, bytes) VALUES (?,?,?,?,?,?)",
+            (sha, rel, fmt, width, height, len(data)),
+        )
+        self.db.execute(
+            "INSERT INTO image_urls(url, sha256, fetched_at) VALUES (?,?,?) "
+            "ON CONFLICT(url) DO UPDATE SET sha256=excluded.sha256, fetched_at=excluded.fetched_at",
+            (url, sha, time.time()),
+        )
+        return sha
+
+    def get_state(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM crawl_state WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_state(self, key: str, value: Any) -> None:
+        self.db.execute(
+            "INSERT INTO crawl_state(key, value) VALUES (?,?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+            (key, json.dumps(value)),
+        )
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        record = dict(row)
+        record["data"] = json.loads(record["data"]) if record["data"] else None
+        via = self.db.execute(
+            "SELECT src, relation, degree FROM edges WHERE id=?", (record.pop("via_edge"),)
+        ).fetchone()
+        record["via"] = dict(via) if via else None
+        record["images"] = [
+            dict(r)
+            for r in self.db.execute(
+                "SELECT r.url, r.role, r.alt, r.caption, u.sha256 FROM image_refs r "
+                "LEFT JOIN image_urls u ON u.url = r.url WHERE r.item_id=? ORDER BY r.position",
+                (item_id,),
+            )
+        ]
+        return record
+
+    def items(self, kind: str | None = None) -> Iterator[sqlite3.Row]:
+        if kind is None:
+            yield from self.db.execute("SELECT * FROM items ORDER BY id")
+        else:
+            yield from self.db.execute("SELECT * FROM items WHERE kind=? ORDER BY id", (kind,))
+
+    def image_occurrences(self) -> list[ImageOccurrence]:
+        """Every (item, stored picture) pairing, in a stable order."""
+        rows = self.db.execute(
+            "SELECT i.id AS item_id, i.source, i.kind, i.degree, i.title AS item_title,"
+            " i.text AS item_text, i.url AS item_url, r.url AS image_url, r.role, r.alt, r.caption,"
+            " r.position, im.sha256, im.path FROM image_refs r"
+            " JOIN items i ON i.id = r.item_id"
+            " JOIN image_urls u ON u.url = r.url"
+            " JOIN images im ON im.sha256 = u.sha256"
+            " ORDER BY i.id, r.position, r.url"
+        )
+        return [
+            ImageOccurrence(
+                **{k: row[k] for k in row.keys() if k != "path"},
+                image_path=self.images_root / row["path"],
+            )
+            for row in rows
+        ]
+
+    def image(self, sha256: str) -> sqlite3.Row | None:
+        return self.db.execute("SELECT * FROM images WHERE sha256=?", (sha256,)).fetchone()
+
+    def image_path(self, sha256: str) -> Path | None:
+        row = self.image(sha256)
+        return self.images_root / row["path"] if row else None
+
+    def source_hosts(self) -> set[str]:
+        """Hosts (host[:port]) the corpus's items and images came from."""
+        from urllib.parse import urlsplit
+
+        hosts: set[str] = set()
+        for (url,) in self.db.execute("SELECT url FROM image_urls UNION SELECT url FROM items WHERE url IS NOT NULL"):
+            netloc = urlsplit(url).netloc
+            if netloc:
+                hosts.add(netloc.lower())
+        return hosts
+
+    def counts(self) -> dict[str, Any]:
+        """Counts in the shape of ``qualia corpus --json`` (pairs are added by ``qualia.pairs``)."""
+        q = self.db.execute
+        by_source = {"substack": 0, "pinterest": 0}
+        by_source.update({s: n for s, n in q("SELECT source, count(*) FROM items GROUP BY source")})
+        by_degree = {str(d): n for d, n in q("SELECT degree, count(*) FROM items GROUP BY degree ORDER BY degree")}
+        by_kind = {k: n for k, n in q("SELECT kind, count(*) FROM items GROUP BY kind ORDER BY kind")}
+        return {
+            "items": by_source,
+            "by_degree": by_degree,
+            "by_kind": by_kind,
+            "images": q("SELECT count(*) FROM images").fetchone()[0],
+            "image_urls": q("SELECT count(*) FROM image_urls").fetchone()[0],
+            "image_refs": q("SELECT count(*) FROM image_refs").fetchone()[0],
+            "edges": q("SELECT count(*) FROM edges").fetchone()[0],
+        }
