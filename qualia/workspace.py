@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Version folders are UTC timestamps, so "newest" is also "sorts last".
-VERSION_NAME = re.compile(r"^\d{8}T\d{6}(\d{6})?Z$")
+VERSION_NAME = re.compile(r"\d{8}T\d{6}(\d{6})?Z")
 
 
 class InvalidProfileName(ValueError):
@@ -32,7 +32,7 @@ def home() -> Path:
 
 
 def check_profile_name(name: str) -> str:
-    if not isinstance(name, str) or not PROFILE_NAME.match(name):
+    if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
         raise InvalidProfileName(
             f"invalid profile name {name!r}: use 1-64 characters from a-z, 0-9, '_' and '-', "
             "starting with a letter or digit"
@@ -60,7 +60,7 @@ def list_profiles(root: Path | None = None) -> list[str]:
     base = profiles_dir(root)
     if not base.is_dir():
         return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and PROFILE_NAME.match(p.name))
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and PROFILE_NAME.fullmatch(p.name))
 
 
 def new_version() -> str:
@@ -71,7 +71,7 @@ def versions(parent: Path) -> list[str]:
     """Complete versions under ``parent``, oldest first (temporary folders are never listed)."""
     if not parent.is_dir():
         return []
-    return sorted(p.name for p in parent.iterdir() if p.is_dir() and VERSION_NAME.match(p.name))
+    return sorted(p.name for p in parent.iterdir() if p.is_dir() and VERSION_NAME.fullmatch(p.name))
 
 
 def latest_version(parent: Path) -> str | None:
@@ -85,7 +85,7 @@ def resolve_version(parent: Path, version: str | None) -> Path:
         version = latest_version(parent)
         if version is None:
             raise FileNotFoundError(f"no versions under {parent}")
-    if not VERSION_NAME.match(version) or not (parent / version).is_dir():
+    if not VERSION_NAME.fullmatch(version) or not (parent / version).is_dir():
         raise FileNotFoundError(f"no version {version!r} under {parent}")
     return parent / version
 

@@ -1,0 +1,53 @@
+"""What the spiders hand to the pipelines: the crawl's schema.
+
+A ``Record`` becomes (or refreshes) one row of the corpus's ``items`` table, together with the edge
+that reached it and the images it shows; a ``PictureBytes`` is one downloaded image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SOURCES = ("substack", "pinterest")
+KINDS = {"substack": ("user", "publication", "post"), "pinterest": ("user", "board", "pin")}
+ROLES = ("cover", "body", "pin", "carousel", "story")
+CAPPED_KINDS = ("post", "pin")  # what --max-items counts
+
+
+@dataclass
+class ImageRef:
+    url: str
+    role: str  # one of ROLES
+    alt: str | None = None
+    caption: str | None = None
+    position: int = 0
+
+
+@dataclass
+class Record:
+    """One thing crawled, seen at ``degree`` hops from the person, reached along ``via``.
+
+    ``complete`` marks a record read from the thing's own page (its fields win over what a listing
+    said); a sighting in a listing (``complete=False``) only fills what is not known yet, so the
+    order pages arrive in never changes the result.
+    """
+
+    id: str  # "{source}:{kind}:{key}"
+    source: str
+    kind: str
+    degree: int
+    via: tuple[str, str] | None = None  # (source item id, relation)
+    title: str | None = None
+    text: str | None = None
+    url: str | None = None
+    published_at: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    images: list[ImageRef] = field(default_factory=list)
+    complete: bool = False
+
+
+@dataclass
+class PictureBytes:
+    url: str  # the URL as the site gave it (before any redirect)
+    body: bytes

@@ -1,0 +1,112 @@
+"""How requests are judged before they go out: by degree, by what the corpus already holds, and,
+after a failure, by how long to wait before trying again."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+
+from scrapy.crawler import Crawler
+from scrapy.downloadermiddlewares.retry import RetryMiddleware
+from scrapy.exceptions import IgnoreRequest
+from scrapy.http import Request, Response
+from scrapy.settings import BaseSettings
+from scrapy.utils.request import RequestFingerprinter
+
+from crawler.pipelines import CorpusSink, sink_for
+
+log = logging.getLogger(__name__)
+
+
+class DegreeAwareFingerprinter:
+    """Scrapy's fingerprint plus ``meta["degree"]``.
+
+    A page first met far from the person must be fetched again when a closer path reaches it, so
+    that what it lists gets the lower degree; the duplicate filter (persisted in JOBDIR, so resumes
+    agree) therefore tells apart the same URL at different degrees.
+    """
+
+    def __init__(self, crawler: Crawler | None = None) -> None:
+        self.plain = RequestFingerprinter(crawler)
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> DegreeAwareFingerprinter:
+        return cls(crawler)
+
+    def fingerprint(self, request: Request) -> bytes:
+        base = self.plain.fingerprint(request)
+        degree = request.meta.get("degree")
+        return base if degree is None else hashlib.sha1(base + b"|degree=%d" % degree).digest()
+
+
+class CorpusAwareRequests:
+    """Drops requests the corpus makes pointless.
+
+    Images already stored under that URL are not fetched again (a repeated crawl adds only what is
+    new), nor images no stored item shows (their item was dropped); once ``--max-items`` is reached,
+    no more pages are fetched, only the images of what was stored.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> CorpusAwareRequests:
+        return cls(crawler)
+
+    @property
+    def sink(self) -> CorpusSink:
+        return sink_for(self.crawler.settings)
+
+    def process_request(self, request: Request) -> None:
+        url = request.meta.get("qualia_image")
+        stats = self.crawler.stats
+        if url is not None:
+            if self.sink.has_image(url):
+                stats.inc_value("qualia/images_already_stored")
+                raise IgnoreRequest(f"image already stored: {url}")
+            if not self.sink.is_shown(url):
+                raise IgnoreRequest(f"no stored item shows {url}")
+        elif self.sink.full and request.meta.get("degree") is not None:
+            stats.inc_value("qualia/pages_skipped_max_items")
+            raise IgnoreRequest("--max-items reached")
+
+
+class BackoffRetryMiddleware(RetryMiddleware):
+    """Scrapy's retry (429 and 5xx included), waiting before each new attempt.
+
+    The wait is the site's ``Retry-After`` when it gives seconds, else ``QUALIA_RETRY_BACKOFF``
+    doubled per attempt, capped at ``QUALIA_RETRY_BACKOFF_MAX``.
+    """
+
+    def __init__(self, settings: BaseSettings) -> None:
+        super().__init__(settings)
+        self.backoff = settings.getfloat("QUALIA_RETRY_BACKOFF", 1.0)
+        self.backoff_max = settings.getfloat("QUALIA_RETRY_BACKOFF_MAX", 60.0)
+
+    def wait_for(self, retry: Request, response: Response | None) -> float:
+        if response is not None:
+            after = response.headers.get(b"Retry-After")
+            if after and after.strip().isdigit():
+                return min(float(after), self.backoff_max)
+        attempt = retry.meta.get("retry_times", 1)
+        return min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+
+    def process_response(self, request: Request, response: Response) -> Request | Response:
+        result = super().process_response(request, response)
+        if isinstance(result, Request):
+            result.meta["qualia_backoff"] = self.wait_for(result, response)
+        return result
+
+    def process_exception(self, request: Request, exception: Exception) -> Request | Response | None:
+        result = super().process_exception(request, exception)
+        if isinstance(result, Request):
+            result.meta["qualia_backoff"] = self.wait_for(result, None)
+        return result
+
+    async def process_request(self, request: Request) -> None:
+        wait = request.meta.pop("qualia_backoff", 0)
+        if wait > 0:
+            log.debug("waiting %.2f s before retrying %s", wait, request.url)
+            await asyncio.sleep(wait)

@@ -1,0 +1,237 @@
+"""Pinterest: a person's boards and pins through the web app's JSON resources, and (one hop further)
+"more like this" pins and board recommendations. Endpoint shapes and paging: docs/sources.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+from scrapy.http import Request, Response
+
+from crawler.items import ImageRef, Record
+from crawler.spiders import CorpusSpider, api_url, clean_text, is_web_url
+
+HEADERS = {"Accept": "application/json, text/javascript, */*, q=0.01", "X-Requested-With": "XMLHttpRequest"}
+PIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BOARD_URL = re.compile(r"^/([^/]+)/([^/]+)/?$")
+
+
+def next_bookmark(payload: Any) -> str | None:
+    """The bookmark to ask for the next page with, or None when the feed has ended.
+
+    The next call repeats the options plus ``bookmarks: [value]`` from ``resource.options.bookmarks``;
+    the feed has ended when that is missing, empty, ``["-end-"]`` or starts with ``Y2JOb25lO``.
+    """
+    resource = payload.get("resource") if isinstance(payload, dict) else None
+    options = resource.get("options") if isinstance(resource, dict) else None
+    marks = options.get("bookmarks") if isinstance(options, dict) else None
+    if not isinstance(marks, list) or not marks:
+        return None
+    mark = marks[0]
+    if not isinstance(mark, str) or not mark or mark == "-end-" or mark.startswith("Y2JOb25lO"):
+        return None
+    return mark
+
+
+def best_image_url(images: Any) -> str | None:
+    """The original from an ``images`` map ({"orig": {"url"}, "236x": ...}), else its widest size."""
+    if not isinstance(images, dict):
+        return None
+    for key in ("orig", "originals"):
+        entry = images.get(key)
+        if isinstance(entry, dict) and is_web_url(entry.get("url")):
+            return entry["url"]
+    sized = [v for v in images.values() if isinstance(v, dict) and is_web_url(v.get("url"))]
+    sized.sort(key=lambda v: v.get("width") if isinstance(v.get("width"), int) else 0, reverse=True)
+    return sized[0]["url"] if sized else None
+
+
+def iso_date(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parsedate_to_datetime(value).isoformat()
+    except (TypeError, ValueError):
+        return value
+
+
+class PinterestSpider(CorpusSpider):
+    name = "pinterest"
+    source = "pinterest"
+
+    def configure(self, settings: Any) -> None:
+        self.root = settings.get("QUALIA_PINTEREST_URL") or "https://www.pinterest.com"
+        self.page_size = settings.getint("QUALIA_PINTEREST_PAGE_SIZE", 25)
+
+    def resource(self, name: str, options: dict[str, Any], source_url: str, callback: Any,
+                 meta: dict[str, Any]) -> Request:
+        data = json.dumps({"options": options, "context": {}}, separators=(",", ":"))
+        url = api_url(self.root, f"resource/{name}Resource/get/", {"source_url": source_url, "data": data})
+        return Request(url, callback, headers=HEADERS,
+                       meta={**meta, "resource": name, "options": options, "source_url": source_url})
+
+    def resource_data(self, response: Response, expected: type) -> tuple[Any, Any]:
+        """(resource_response.data, whole payload), or (None, None) if the answer is unusable."""
+        payload = self.load_json(response, dict)
+        if payload is None:
+            return None, None
+        inner = payload.get("resource_response")
+        data = inner.get("data") if isinstance(inner, dict) else None
+        if not isinstance(data, expected):
+            self.error(response, f"no {expected.__name__} in resource_response.data")
+            return None, None
+        return data, payload
+
+    def next_page(self, response: Response, payload: Any) -> Iterator[Request]:
+        mark = next_bookmark(payload)
+        options = response.meta["options"]
+        if mark is None or [mark] == options.get("bookmarks"):
+            return
+        yield self.resource(response.meta["resource"], {**options, "bookmarks": [mark]},
+                            response.meta["source_url"], response.request.callback,
+                            {k: response.meta[k] for k in ("degree", "node")})
+
+    async def start(self) -> AsyncIterator[Record | Request]:
+        for username in self.names:
+            node = f"pinterest:user:{username}"
+            yield Record(node, "pinterest", "user", 0, title=username, url=api_url(self.root, f"{quote(username)}/"),
+                         data={"username": username})
+            meta = {"degree": 0, "node": node, "username": username}
+            yield self.resource("Boards", {"username": username, "page_size": self.page_size,
+                                           "sort": "last_pinned_to", "field_set_key": "profile_grid_item"},
+                                f"/{username}/boards/", self.parse_boards, meta)
+            yield self.resource("UserPins", {"username": username, "page_size": self.page_size,
+                                             "field_set_key": "grid_item"},
+                                f"/{username}/_created/", self.parse_user_pins, meta)
+
+    # -- boards -----------------------------------------------------------------------------
+
+    def board_record(self, board: dict[str, Any], degree: int, via: tuple[str, str] | None,
+                     complete: bool) -> Record | None:
+        if not isinstance(board.get("id"), (str, int)) or not PIN_ID.match(str(board["id"])):
+            return None
+        owner = board.get("owner") if isinstance(board.get("owner"), dict) else {}
+        path = board.get("url") if isinstance(board.get("url"), str) else None
+        return Record(
+            f"pinterest:board:{board['id']}", "pinterest", "board", degree, via=via, title=board.get("name"),
+            text=clean_text(board.get("description")), url=api_url(self.root, path) if path else None,
+            data={"id": str(board["id"]), "name": board.get("name"), "url": path, "pin_count": board.get("pin_count"),
+                  "owner": owner.get("username")},
+            complete=complete,
+        )
+
+    def parse_boards(self, response: Response) -> Iterator[Record | Request]:
+        boards, payload = self.resource_data(response, list)
+        if boards is None:
+            return
+        user, degree = response.meta["node"], response.meta["degree"] + 1
+        for board in boards:
+            record = self.board_record(board, degree, (user, "owns"), False) if isinstance(board, dict) else None
+            if record is None:
+                continue
+            yield record
+            if not self.first_expansion(record.id, degree):
+                continue
+            board_id = record.data["id"]
+            meta = {"degree": degree, "node": record.id}
+            match = BOARD_URL.match(record.data["url"] or "")
+            if match:
+                yield self.resource("Board", {"username": match[1], "slug": match[2], "field_set_key": "detailed"},
+                                    record.data["url"], self.parse_board, meta)
+            yield self.resource("BoardFeed", {"board_id": board_id, "page_size": self.page_size,
+                                              "field_set_key": "react_grid_pin"},
+                                record.data["url"] or "/", self.parse_board_feed, meta)
+            if degree < self.depth:
+                yield self.resource("BoardContentRecommendation", {"id": board_id, "type": "board"},
+                                    record.data["url"] or "/", self.parse_more_ideas, meta)
+        yield from self.next_page(response, payload)
+
+    def parse_board(self, response: Response) -> Iterator[Record]:
+        board, _ = self.resource_data(response, dict)
+        record = self.board_record(board, response.meta["degree"], None, True) if board else None
+        if record is not None:
+            yield record
+
+    # -- pins -------------------------------------------------------------------------------
+
+    def pin_record(self, pin: dict[str, Any], degree: int, via: tuple[str, str] | None, complete: bool) -> Record | None:
+        pin_id = str(pin.get("id") or "")
+        if not PIN_ID.match(pin_id):
+            return None
+        images: dict[str, ImageRef] = {}
+
+        def add(url: str | None, role: str, alt: Any = None, caption: Any = None, position: int = 0) -> None:
+            if url:
+                images[url] = ImageRef(url, role, clean_text(alt), clean_text(caption), position)
+
+        add(best_image_url(pin.get("images")), "pin", pin.get("alt_text") or pin.get("auto_alt_text"))
+        carousel = pin.get("carousel_data") if isinstance(pin.get("carousel_data"), dict) else {}
+        for k, slot in enumerate(carousel.get("carousel_slots") or []):
+            if isinstance(slot, dict):
+                add(best_image_url(slot.get("images")), "carousel", slot.get("title"), slot.get("details"), k)
+        story = pin.get("story_pin_data") if isinstance(pin.get("story_pin_data"), dict) else {}
+        for k, page in enumerate(story.get("pages") or []):
+            blocks = [b for b in (page.get("blocks") or []) if isinstance(b, dict)] if isinstance(page, dict) else []
+            words = clean_text(*(b.get("text") for b in blocks))
+            for block in blocks:
+                image = block.get("image") if isinstance(block.get("image"), dict) else {}
+                add(best_image_url(image.get("images")), "story", None, words, k)
+        board = pin.get("board") if isinstance(pin.get("board"), dict) else {}
+        pinner = pin.get("pinner") if isinstance(pin.get("pinner"), dict) else {}
+        # A video pin keeps its still images; the video itself is never fetched.
+        is_video = bool(pin.get("videos") or pin.get("is_video"))
+        return Record(
+            f"pinterest:pin:{pin_id}", "pinterest", "pin", degree, via=via,
+            title=clean_text(pin.get("title") or pin.get("grid_title")),
+            text=clean_text(pin.get("description"), pin.get("closeup_unified_description")),
+            url=api_url(self.root, f"pin/{pin_id}/"), published_at=iso_date(pin.get("created_at")),
+            data={"id": pin_id, "link": pin.get("link"), "pinner": pinner.get("username"),
+                  "board": {k: board.get(k) for k in ("id", "name", "url")} if board else None,
+                  "video": is_video, "carousel": bool(carousel), "story": bool(story)},
+            images=list(images.values()), complete=complete,
+        )
+
+    def pins(self, response: Response, relation: str, added: int) -> Iterator[Record | Request]:
+        """Pins listed by ``response``'s node, ``added`` hops further than it."""
+        pins, payload = self.resource_data(response, list)
+        if pins is None:
+            return
+        src, degree = response.meta["node"], response.meta["degree"] + added
+        for pin in pins:
+            record = self.pin_record(pin, degree, (src, relation), False) if isinstance(pin, dict) else None
+            if record is None:
+                continue
+            yield from self.with_pictures(record)
+            if not self.first_expansion(record.id, degree):
+                continue
+            meta = {"degree": degree, "node": record.id}
+            pin_id = record.data["id"]
+            if degree <= 1:  # the person's own pins are worth their detail page
+                yield self.resource("Pin", {"id": pin_id, "field_set_key": "detailed"}, f"/pin/{pin_id}/",
+                                    self.parse_pin, meta)
+            if degree < self.depth:
+                yield self.resource("RelatedPinFeed", {"pin": pin_id, "add_vase": True, "pins_only": True},
+                                    f"/pin/{pin_id}/", self.parse_related, meta)
+        yield from self.next_page(response, payload)
+
+    def parse_board_feed(self, response: Response) -> Iterator[Record | Request]:
+        yield from self.pins(response, "contains", 0)
+
+    def parse_user_pins(self, response: Response) -> Iterator[Record | Request]:
+        yield from self.pins(response, "pinned", 1)
+
+    def parse_related(self, response: Response) -> Iterator[Record | Request]:
+        yield from self.pins(response, "related", 1)
+
+    def parse_more_ideas(self, response: Response) -> Iterator[Record | Request]:
+        yield from self.pins(response, "more_ideas", 1)
+
+    def parse_pin(self, response: Response) -> Iterator[Record | Request]:
+        pin, _ = self.resource_data(response, dict)
+        record = self.pin_record(pin, response.meta["degree"], None, True) if pin else None
+        if record is not None:
+            yield from self.with_pictures(record)

@@ -1,0 +1,172 @@
+"""Substack: a person's profile, the publications they write for and read, those publications' posts,
+and (one hop further) the publications those recommend. Endpoint shapes: docs/sources.md."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from urllib.parse import quote
+
+from parsel import Selector
+from scrapy.http import Request, Response
+
+from crawler.items import ImageRef, Record
+from crawler.spiders import CorpusSpider, api_url, clean_text, is_web_url
+
+SUBDOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
+SLUG = re.compile(r"^[A-Za-z0-9_-]{1,300}$")
+
+
+class SubstackSpider(CorpusSpider):
+    name = "substack"
+    source = "substack"
+
+    def configure(self, settings: Any) -> None:
+        self.root = settings.get("QUALIA_SUBSTACK_URL") or "https://substack.com"
+        self.publication_template = settings.get("QUALIA_SUBSTACK_PUBLICATION_URL") or None
+        self.archive_page = settings.getint("QUALIA_ARCHIVE_PAGE_SIZE", 12)
+
+    def publication_base(self, pub: dict[str, Any]) -> str | None:
+        """Where a publication's API lives: the configured template wins over its custom domain."""
+        subdomain = pub.get("subdomain")
+        if not isinstance(subdomain, str) or not SUBDOMAIN.match(subdomain):
+            return None
+        if self.publication_template:
+            return self.publication_template.replace("{subdomain}", subdomain)
+        domain = pub.get("custom_domain")
+        if isinstance(domain, str) and DOMAIN.match(domain.lower()):
+            return f"https://{domain.lower()}"
+        return f"https://{subdomain}.substack.com"
+
+    async def start(self) -> AsyncIterator[Request]:
+        for handle in self.names:
+            url = api_url(self.root, f"api/v1/user/{quote(handle, safe='')}/public_profile")
+            yield Request(url, self.parse_profile, meta={"degree": 0, "handle": handle}, dont_filter=True)
+
+    # -- the person -------------------------------------------------------------------------
+
+    def parse_profile(self, response: Response) -> Iterator[Record | Request]:
+        profile = self.load_json(response, dict)
+        if profile is None:
+            return
+        handle = profile.get("handle") if isinstance(profile.get("handle"), str) else response.meta["handle"]
+        user_id = f"substack:user:{handle}"
+        yield Record(
+            user_id, "substack", "user", 0, title=profile.get("name") or handle, text=clean_text(profile.get("bio")),
+            url=api_url(self.root, f"@{handle}"), complete=True,
+            data={k: profile.get(k) for k in ("id", "name", "handle", "bio", "photo_url")},
+        )
+        for relation, key in (("subscribes", "subscriptions"), ("writes", "publicationUsers")):
+            for entry in profile.get(key) or []:
+                if isinstance(entry, dict):
+                    yield from self.publication(entry.get("publication"), 1, (user_id, relation))
+
+    # -- publications -----------------------------------------------------------------------
+
+    def publication(self, pub: Any, degree: int, via: tuple[str, str]) -> Iterator[Record | Request]:
+        if not isinstance(pub, dict) or not isinstance(pub.get("id"), int):
+            self.logger.warning("skipping a publication without an id: %r", pub)
+            return
+        base = self.publication_base(pub)
+        if base is None:
+            self.logger.warning("skipping publication %s: no usable subdomain", pub.get("id"))
+            return
+        pub_id = pub["id"]
+        node = f"substack:publication:{pub_id}"
+        yield Record(node, "substack", "publication", degree, via=via, title=pub.get("name"), url=base,
+                     data={k: pub.get(k) for k in ("id", "name", "subdomain", "custom_domain")})
+        if not self.first_expansion(node, degree):
+            return
+        meta = {"degree": degree, "pub_id": pub_id, "base": base}
+        yield Request(self.archive_url(base, 0), self.parse_archive, meta={**meta, "offset": 0})
+        yield Request(api_url(base, "api/v1/publication/users/ranked", {"public": "true"}), self.parse_authors,
+                      meta=meta)
+        if degree < self.depth:
+            yield Request(api_url(base, f"api/v1/recommendations/from/{pub_id}"), self.parse_recommendations,
+                          meta=meta)
+
+    def archive_url(self, base: str, offset: int) -> str:
+        return api_url(base, "api/v1/archive", {"sort": "new", "offset": offset, "limit": self.archive_page})
+
+    def parse_archive(self, response: Response) -> Iterator[Record | Request]:
+        posts = self.load_json(response, list)
+        if posts is None:
+            return
+        meta = response.meta
+        for post in posts:
+            if isinstance(post, dict):
+                yield from self.post(post, meta, complete=False)
+        # A page shorter than asked for is the last one (an empty page too).
+        if len(posts) >= self.archive_page:
+            offset = meta["offset"] + len(posts)
+            yield Request(self.archive_url(meta["base"], offset), self.parse_archive,
+                          meta={"degree": meta["degree"], "pub_id": meta["pub_id"], "base": meta["base"], "offset": offset})
+
+    def parse_recommendations(self, response: Response) -> Iterator[Record | Request]:
+        recs = self.load_json(response, list)
+        if recs is None:
+            return
+        src = f"substack:publication:{response.meta['pub_id']}"
+        for rec in recs:
+            if isinstance(rec, dict):
+                yield from self.publication(rec.get("recommendedPublication"), response.meta["degree"] + 1,
+                                            (src, "recommends"))
+
+    def parse_authors(self, response: Response) -> Iterator[Record]:
+        users = self.load_json(response, list)
+        if users is None:
+            return
+        authors = [{"handle": u.get("handle"), "name": u.get("name")} for u in users if isinstance(u, dict)]
+        yield Record(f"substack:publication:{response.meta['pub_id']}", "substack", "publication",
+                     response.meta["degree"], data={"authors": authors})
+
+    # -- posts ------------------------------------------------------------------------------
+
+    def post(self, post: dict[str, Any], meta: dict[str, Any], complete: bool) -> Iterator[Record | Request]:
+        if not isinstance(post.get("id"), int):
+            self.logger.warning("skipping a post without an id in %s", meta["base"])
+            return
+        degree = meta["degree"]
+        paywalled = post.get("audience") == "only_paid"
+        images = []
+        if is_web_url(post.get("cover_image")):
+            images.append(ImageRef(post["cover_image"], "cover", position=0))
+        body_text = None
+        if complete and isinstance(post.get("body_html"), str):
+            body_text, figures = self.read_body(post["body_html"])
+            images += [ImageRef(url, "body", alt, caption, position=i + 1) for i, (url, alt, caption) in
+                       enumerate(figures)]
+        data = {k: post.get(k) for k in ("id", "slug", "subtitle", "audience", "publication_id", "canonical_url")}
+        data.update(paywalled=paywalled, truncated=paywalled and complete)
+        record = Record(
+            f"substack:post:{post['id']}", "substack", "post", degree,
+            via=(f"substack:publication:{meta['pub_id']}", "publishes"), title=post.get("title"),
+            text=clean_text(post.get("subtitle"), body_text), url=post.get("canonical_url"),
+            published_at=post.get("post_date"), data=data, images=images, complete=complete,
+        )
+        yield from self.with_pictures(record)
+        slug = post.get("slug")
+        if not complete and isinstance(slug, str) and SLUG.match(slug):
+            yield Request(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
+                          meta={k: meta[k] for k in ("degree", "pub_id", "base")})
+
+    def parse_post(self, response: Response) -> Iterator[Record | Request]:
+        post = self.load_json(response, dict)
+        if post is not None:
+            yield from self.post(post, response.meta, complete=True)
+
+    def read_body(self, body_html: str) -> tuple[str | None, list[tuple[str, str | None, str | None]]]:
+        """Plain text of a post body, and its images as (src, alt, figcaption)."""
+        sel = Selector(text=f"<html><body>{body_html}</body></html>")
+        text = clean_text(" ".join(sel.xpath(
+            "//body//text()[not(ancestor::figure) and not(ancestor::script) and not(ancestor::style)]").getall()))
+        figures: dict[str, tuple[str, str | None, str | None]] = {}
+        for img in sel.css("img"):
+            src = img.attrib.get("src")
+            if not is_web_url(src) or src in figures:
+                continue
+            caption = clean_text(" ".join(img.xpath("ancestor::figure[1]//figcaption//text()").getall()))
+            figures[src] = (src, clean_text(img.attrib.get("alt")), caption)
+        return text, list(figures.values())

@@ -1,0 +1,5 @@
+import sys
+
+from qualia.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""Embeddings from the backbone (optionally with a profile's adapter): what index and service use.
+
+Vectors are float32 and L2-normalized, so inner product = cosine similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from qualia.backbone import Backbone
+from qualia.lora import load_adapter
+
+
+class Encoder:
+    def __init__(self, model: torch.nn.Module, backbone: Backbone, batch_size: int = 64) -> None:
+        self.model = model
+        self.backbone = backbone
+        self.batch_size = batch_size
+        self.dim = backbone.embed_dim
+
+    @classmethod
+    def load(cls, backbone: Backbone, adapter_dir: Path | None = None) -> Encoder:
+        """The frozen base (``adapter_dir`` None) or base + the adapter in that folder."""
+        model = backbone.model if adapter_dir is None else load_adapter(backbone, Path(adapter_dir))
+        return cls(model, backbone)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _run(self, encode, batches: list[torch.Tensor]) -> np.ndarray:
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for batch in batches:
+                    batch = batch.to(self.device)
+                    if batch.is_floating_point():
+                        batch = batch.float()  # cached pixels may be float16
+                    emb = encode(batch).float()
+                    out.append(torch.nn.functional.normalize(emb, dim=-1).cpu().numpy())
+        finally:
+            self.model.train(was_training)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
+        """(n, context_length) token ids -> (n, dim)."""
+        return self._run(self.model.encode_text, list(tokens.split(self.batch_size)))
+
+    def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
+        """(n, 3, image_size, image_size) preprocessed images -> (n, dim)."""
+        return self._run(self.model.encode_image, list(pixels.split(self.batch_size)))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_tokens(self.backbone.tokenizer(list(texts)))
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            pixels = torch.stack([self.backbone.preprocess(im.convert("RGB")) for im in chunk])
+            out.append(self.encode_pixels(pixels))
+        return np.concatenate(out)
+
+    def encode_image_paths(self, paths: Sequence[Path]) -> np.ndarray:
+        out = [np.zeros((0, self.dim), dtype=np.float32)]
+        for start in range(0, len(paths), self.batch_size):
+            out.append(self.encode_images([open_image(p) for p in paths[start : start + self.batch_size]]))
+        return np.concatenate(out)
+
+
+def open_image(path: Path) -> Image.Image:
+    """The picture at ``path`` as RGB, fully read (no file handle left open); ValueError if unreadable."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from e

@@ -1,0 +1,125 @@
+"""Held-out retrieval: does the adapter find a person's pictures from their words better than the base?
+
+t2i  each validation text queries the gallery of the validation pairs' UNIQUE pictures; a hit when
+     its own picture is in the top k.
+i2t  each unique picture queries all validation texts; a hit when any of its own texts is in the top k.
+gap  || mean(image embeddings) - mean(text embeddings) || of L2-normalized embeddings, the modality
+     gap of Liang et al. 2022 ("Mind the Gap"), over the unique pictures and the texts.
+Ties count against the query (a model that maps everything to one point scores 0, not 1).
+
+Which pairs: the adapter folder's ``split.json`` lists the validation artifacts chosen at training
+time, so evaluating later (after the corpus grew) never scores pictures the adapter was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qualia import workspace
+from qualia.backbone import Backbone, load_backbone
+from qualia.corpus import Corpus
+from qualia.embed import Encoder, open_image
+from qualia.lora import adapters_dir, read_adapter_meta
+from qualia.pairs import Pair, corpus_pairs
+
+log = logging.getLogger(__name__)
+
+SPLIT_FILE = "split.json"
+KS = (1, 5, 10)
+
+
+def _unique_images(pairs: Sequence[Pair]) -> list[str]:
+    return list(dict.fromkeys(p.image_sha256 for p in pairs))
+
+
+def _recalls(sim: np.ndarray, positive: np.ndarray) -> dict[str, float]:
+    """sim (q, g) scores, positive (q, g) bool; rank of a query = how many non-positives score >= its best positive."""
+    best_positive = np.where(positive, sim, -np.inf).max(axis=1, keepdims=True)
+    rank = ((sim >= best_positive) & ~positive).sum(axis=1)
+    return {f"r{k}": float((rank < k).mean()) if len(rank) else 0.0 for k in KS}
+
+
+def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair]) -> dict[str, Any]:
+    """Recall@1/5/10 both ways and the modality gap.
+
+    ``text_emb`` (n_pairs, d) follows ``pairs``; ``image_emb`` is either (n_pairs, d), following
+    ``pairs`` (repeated pictures are folded), or (n_unique, d) in first-appearance order of the pairs' pictures.
+    """
+    shas = _unique_images(pairs)
+    if len(text_emb) != len(pairs):
+        raise ValueError(f"{len(text_emb)} text embeddings for {len(pairs)} pairs")
+    if len(image_emb) == len(pairs) and len(shas) != len(pairs):
+        first: dict[str, int] = {}
+        for i, p in enumerate(pairs):
+            first.setdefault(p.image_sha256, i)
+        image_emb = image_emb[[first[sha] for sha in shas]]
+    elif len(image_emb) != len(shas):
+        raise ValueError(f"{len(image_emb)} image embeddings for {len(pairs)} pairs with {len(shas)} pictures")
+    if not pairs:
+        zero = {f"r{k}": 0.0 for k in KS}
+        return {"t2i": dict(zero), "i2t": dict(zero), "gap": 0.0}
+
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+    texts, images = unit(text_emb), unit(image_emb)
+    column = {sha: j for j, sha in enumerate(shas)}
+    owner = np.array([column[p.image_sha256] for p in pairs])
+    positive_t2i = owner[:, None] == np.arange(len(shas))[None, :]  # (n_pairs, n_images)
+    sim = texts @ images.T
+    return {
+        "t2i": _recalls(sim, positive_t2i),
+        "i2t": _recalls(sim.T, positive_t2i.T),
+        "gap": float(np.linalg.norm(images.mean(axis=0) - texts.mean(axis=0))),
+    }
+
+
+def encoder_metrics(encoder: Encoder, pairs: Sequence[Pair], pixels: Any = None) -> dict[str, Any]:
+    """retrieval_metrics of ``encoder``; ``pixels`` are the unique pictures already preprocessed, if at hand."""
+    shas = _unique_images(pairs)
+    if pixels is not None:
+        image_emb = encoder.encode_pixels(pixels)
+    else:
+        path_of = {p.image_sha256: p.image_path for p in pairs}
+        image_emb = encoder.encode_image_paths([path_of[s] for s in shas])
+    return retrieval_metrics(encoder.encode_texts([p.text for p in pairs]), image_emb, pairs)
+
+
+def evaluate_pairs(backbone: Backbone, adapter_dir: Path | None, pairs: Sequence[Pair]) -> dict[str, Any]:
+    return encoder_metrics(Encoder.load(backbone, adapter_dir), pairs)
+
+
+def validation_pairs(profile: str, adapter_dir: Path) -> list[Pair]:
+    """The profile's current pairs whose artifacts were held out when this adapter was trained."""
+    split_path = Path(adapter_dir) / SPLIT_FILE
+    if not split_path.is_file():
+        raise FileNotFoundError(f"adapter {adapter_dir} has no {SPLIT_FILE}: cannot tell its held-out pairs")
+    held_out = set(json.loads(split_path.read_text())["val_artifacts"])
+    with Corpus(workspace.corpus_path(profile), readonly=True) as corpus:
+        return [p for p in corpus_pairs(corpus) if p.artifact_id in held_out]
+
+
+def evaluate_profile(profile: str, adapter_version: str | None = None) -> dict[str, Any]:
+    """``{"pairs": n, "base": metrics, "adapter": metrics}`` on the adapter's held-out pairs."""
+    adapter_dir = workspace.resolve_version(adapters_dir(profile), adapter_version)
+    meta = read_adapter_meta(adapter_dir)
+    pairs = validation_pairs(profile, adapter_dir)
+    if not pairs:
+        raise ValueError(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
+    backbone = load_backbone(meta["backbone"], meta.get("pretrained"))
+    path_of = {p.image_sha256: p.image_path for p in pairs}
+    # one read of each picture serves both encoders
+    pixels = torch.stack([backbone.preprocess(open_image(path_of[s])) for s in _unique_images(pairs)])
+    return {
+        "pairs": len(pairs),
+        "base": encoder_metrics(Encoder.load(backbone), pairs, pixels),
+        "adapter": encoder_metrics(Encoder.load(backbone, adapter_dir), pairs, pixels),
+    }

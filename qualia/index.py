@@ -1,0 +1,395 @@
+"""The search index: a profile's corpus embedded by backbone + adapter, in FAISS.
+
+One version folder ``profiles/<p>/index/<ver>/`` holds
+  index.faiss     IndexFlatIP over L2-normalized vectors (inner product = cosine); image rows first,
+                  then text rows, so a modality filter is a contiguous row range
+  rows.jsonl      one JSON record per FAISS row: {id, modality, text, image_url, source, source_url,
+                  degree, sha256, item_id}
+  manifest.json   what built it (faiss version, backbone, base-weights checksum, adapter version),
+                  dim, counts, and checksums of the two files above
+
+Row ids are stable across rebuilds and safe in a URL path: ``img-<sha256>`` for a picture,
+``txt-<first 16 hex of sha256(text)>`` for a text unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import faiss
+import numpy as np
+
+from qualia import workspace
+from qualia.corpus import Corpus, ImageOccurrence
+
+if TYPE_CHECKING:
+    from qualia.embed import Encoder
+
+log = logging.getLogger(__name__)
+
+INDEX_FILE = "index.faiss"
+ROWS_FILE = "rows.jsonl"
+MANIFEST_FILE = "manifest.json"
+MODALITIES = ("image", "text", "any")
+BATCH = 32
+# Text units longer than this are cut: CLIP's tokenizer keeps 77 tokens anyway.
+MAX_TEXT_CHARS = 1000
+# Where a picture's description comes from, best first.
+_TEXT_PRIORITY = {"caption": 0, "alt": 1, "item": 2}
+
+
+class CorruptIndex(RuntimeError):
+    """An index folder that cannot be used: files missing, unreadable, or not matching its manifest."""
+
+
+class NothingToIndex(ValueError):
+    pass
+
+
+def index_dir(profile: str, root: Path | None = None) -> Path:
+    return workspace.profile_dir(profile, root) / "index"
+
+
+def latest_index(profile: str, root: Path | None = None) -> Path | None:
+    """The newest complete index version folder of ``profile``, or None."""
+    parent = index_dir(profile, root)
+    version = workspace.latest_version(parent)
+    return parent / version if version else None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def text_id(text: str) -> str:
+    return "txt-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def image_id(sha256: str) -> str:
+    return "img-" + sha256
+
+
+# -- collecting what to embed ---------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    id: str
+    modality: str
+    text: str | None
+    image_url: str | None
+    source: str
+    source_url: str | None
+    degree: int
+    sha256: str | None
+    item_id: str
+    rank: tuple = ()  # ordering key while choosing the best occurrence; not written
+    image_path: Path | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "modality": self.modality,
+            "text": self.text,
+            "image_url": self.image_url,
+            "source": self.source,
+            "source_url": self.source_url,
+            "degree": self.degree,
+            "sha256": self.sha256,
+            "item_id": self.item_id,
+        }
+
+
+def _clean(text: str | None) -> str | None:
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    return text[:MAX_TEXT_CHARS] or None
+
+
+def _occurrence_text(occ: ImageOccurrence) -> tuple[int, str | None]:
+    for kind, text in (("caption", occ.caption), ("alt", occ.alt)):
+        if _clean(text):
+            return _TEXT_PRIORITY[kind], _clean(text)
+    return _TEXT_PRIORITY["item"], _clean(occ.item_title) or _clean(occ.item_text)
+
+
+def _first_urls(corpus: Corpus) -> dict[str, str]:
+    """sha256 -> the first URL the picture was fetched from."""
+    first: dict[str, str] = {}
+    for sha, url in corpus.db.execute("SELECT sha256, url FROM image_urls ORDER BY fetched_at, url"):
+        first.setdefault(sha, url)
+    return first
+
+
+def _image_rows(corpus: Corpus) -> list[_Row]:
+    first_url = _first_urls(corpus)
+    best: dict[str, _Row] = {}
+    degree: dict[str, int] = {}
+    for occ in corpus.image_occurrences():
+        degree[occ.sha256] = min(degree.get(occ.sha256, occ.degree), occ.degree)
+        priority, text = _occurrence_text(occ)
+        # Lowest degree first (closest to the person), then the most descriptive text.
+        rank = (occ.degree, text is None, priority, occ.item_id, occ.position)
+        current = best.get(occ.sha256)
+        if current is None or rank < current.rank:
+            best[occ.sha256] = _Row(
+                id=image_id(occ.sha256),
+                modality="image",
+                text=text,
+                image_url=first_url.get(occ.sha256, occ.image_url),
+                source=occ.source,
+                source_url=occ.item_url,
+                degree=occ.degree,
+                sha256=occ.sha256,
+                item_id=occ.item_id,
+                rank=rank,
+                image_path=occ.image_path,
+            )
+    rows = []
+    for sha in sorted(best):
+        row = best[sha]
+        row.degree = degree[sha]
+        if not row.image_path or not row.image_path.is_file():
+            log.warning("image %s is in the corpus but its file %s is missing; skipped", sha, row.image_path)
+            continue
+        rows.append(row)
+    return rows
+
+
+def _text_rows(corpus: Corpus) -> list[_Row]:
+    from qualia.pairs import corpus_pairs
+
+    items = {row["id"]: row for row in corpus.items()}
+    first_url = _first_urls(corpus)
+    best: dict[str, _Row] = {}
+
+    def offer(text: str | None, item_id: str, degree: int, sha256: str | None) -> None:
+        text = _clean(text)
+        item = items.get(item_id)
+        if not text or item is None:
+            return
+        rank = (degree, item_id)
+        current = best.get(text)
+        if current is None or rank < current.rank:
+            best[text] = _Row(
+                id=text_id(text),
+                modality="text",
+                text=text,
+                # The picture this text accompanies, if any: lets a result grid show it.
+                image_url=first_url.get(sha256) if sha256 else None,
+                source=item["source"],
+                source_url=item["url"],
+                degree=degree,
+                sha256=sha256,
+                item_id=item_id,
+                rank=rank,
+            )
+
+    paired: set[str] = set()
+    for pair in corpus_pairs(corpus):
+        paired.add(pair.artifact_id)
+        offer(pair.text, pair.artifact_id, pair.degree, pair.image_sha256)
+    # Posts and pins that showed no stored picture still carry words worth finding.
+    for item_id, item in items.items():
+        if item_id in paired or item["kind"] not in ("post", "pin"):
+            continue
+        words = " — ".join(t for t in (_clean(item["title"]), _clean(item["text"])) if t)
+        offer(words, item_id, item["degree"], None)
+    return [best[t] for t in sorted(best, key=lambda t: best[t].id)]
+
+
+# -- building -------------------------------------------------------------------------------------
+
+
+def _batches(seq: list, size: int) -> Iterator[list]:
+    for start in range(0, len(seq), size):
+        yield seq[start : start + size]
+
+
+def _progress(batches: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return batches
+    from tqdm import tqdm
+
+    return tqdm(batches, total=total, desc=desc, unit="batch", leave=False)
+
+
+def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> np.ndarray:
+    """(len(rows), dim) float32, L2-normalized; rows are all of one modality."""
+    if not rows:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    modality = rows[0].modality
+    chunks = []
+    for batch in _progress(_batches(rows, BATCH), -(-len(rows) // BATCH), f"embedding {modality}s", progress):
+        if modality == "image":
+            chunks.append(encoder.encode_image_paths([r.image_path for r in batch]))
+        else:
+            chunks.append(encoder.encode_texts([r.text for r in batch]))
+    vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+    faiss.normalize_L2(vectors)
+    return vectors
+
+
+def _backbone_identity(encoder: Encoder) -> dict[str, Any]:
+    return encoder.backbone.describe()  # {backbone, pretrained, weights_sha256}
+
+
+def build_index(
+    profile: str,
+    encoder: Encoder,
+    adapter_version: str | None,
+    progress: bool = False,
+    root: Path | None = None,
+) -> Path:
+    """Embed every unique stored picture and every distinct text of the profile's corpus; returns the new version folder."""
+    path = workspace.corpus_path(profile, root)
+    with Corpus(path, images_root=workspace.images_dir(root), readonly=True) as corpus:
+        image_rows = _image_rows(corpus)
+        text_rows = _text_rows(corpus)
+    if not image_rows and not text_rows:
+        raise NothingToIndex(f"profile {profile!r} has nothing to index: its corpus holds no pictures or texts")
+    log.info("indexing %s: %d images, %d texts", profile, len(image_rows), len(text_rows))
+
+    vectors = np.concatenate([_embed(image_rows, encoder, progress), _embed(text_rows, encoder, progress)])
+    n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
+    # (n_total, dim) float32
+    assert vectors.shape == (n_total, encoder.dim), vectors.shape
+    index = faiss.IndexFlatIP(encoder.dim)
+    index.add(vectors)
+
+    version = workspace.new_version()
+    final = index_dir(profile, root) / version
+    with workspace.atomic_dir(final) as tmp:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        with open(tmp / ROWS_FILE, "w", encoding="utf-8") as f:
+            for row in image_rows + text_rows:
+                f.write(json.dumps(row.record(), ensure_ascii=False, sort_keys=True) + "\n")
+        manifest = {
+            "profile": profile,
+            "faiss_version": faiss.__version__,
+            **_backbone_identity(encoder),
+            "adapter_version": adapter_version,
+            "dim": int(encoder.dim),
+            "metric": "inner_product",
+            "index_type": "IndexFlatIP",
+            "count": n_total,
+            "count_by_modality": {"image": n_images, "text": n_total - n_images},
+            # Row ranges [start, stop) of each modality in the FAISS file.
+            "rows": {"image": [0, n_images], "text": [n_images, n_total]},
+            "checksum": sha256_file(tmp / INDEX_FILE),
+            "rows_checksum": sha256_file(tmp / ROWS_FILE),
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        }
+        workspace.atomic_write_json(tmp / MANIFEST_FILE, manifest)
+    log.info("index %s of %s written: %d vectors", version, profile, n_total)
+    return final
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((Path(folder) / MANIFEST_FILE).read_text())
+    except FileNotFoundError as e:
+        raise CorruptIndex(f"index {folder} has no {MANIFEST_FILE}") from e
+    except (OSError, ValueError) as e:
+        raise CorruptIndex(f"index {folder}: unreadable {MANIFEST_FILE}: {e}") from e
+    if not isinstance(manifest, dict) or not {"dim", "count", "checksum", "rows"} <= manifest.keys():
+        raise CorruptIndex(f"index {folder}: {MANIFEST_FILE} lacks dim, count, checksum or rows")
+    return manifest
+
+
+class ProfileIndex:
+    """A loaded index version: FAISS vectors plus the row records."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], index: faiss.Index, rows: list[dict[str, Any]]):
+        self.folder = folder
+        self.version = folder.name
+        self.manifest = manifest
+        self.dim = int(manifest["dim"])
+        self.index = index
+        self.rows = rows
+        self._row_by_id = {row["id"]: row for row in rows}
+
+    @classmethod
+    def load(cls, folder: Path) -> ProfileIndex:
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        index_path, rows_path = folder / INDEX_FILE, folder / ROWS_FILE
+        for path, key in ((index_path, "checksum"), (rows_path, "rows_checksum")):
+            if not path.is_file():
+                raise CorruptIndex(f"index {folder} is missing {path.name}")
+            if key in manifest and sha256_file(path) != manifest[key]:
+                raise CorruptIndex(f"index {folder}: {path.name} does not match the checksum in {MANIFEST_FILE}")
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError as e:
+            raise CorruptIndex(f"index {folder}: FAISS cannot read {INDEX_FILE}: {e}") from e
+        try:
+            with open(rows_path, encoding="utf-8") as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+        except ValueError as e:
+            raise CorruptIndex(f"index {folder}: unreadable {ROWS_FILE}: {e}") from e
+        if index.ntotal != manifest["count"] or len(rows) != index.ntotal or index.d != manifest["dim"]:
+            raise CorruptIndex(
+                f"index {folder}: {index.ntotal} vectors of dim {index.d} and {len(rows)} rows, "
+                f"but the manifest says {manifest['count']} of dim {manifest['dim']}"
+            )
+        return cls(folder, manifest, index, rows)
+
+    def __len__(self) -> int:
+        return self.index.ntotal
+
+    def row(self, row_id: str) -> dict[str, Any] | None:
+        return self._row_by_id.get(row_id)
+
+    def search(self, query: np.ndarray, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
+        """Best ``k`` rows for a (dim,) L2-normalized query vector, best first."""
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+        if k < 1:
+            raise ValueError(f"k must be at least 1, not {k}")
+        query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
+        if query.shape[1] != self.dim:
+            raise ValueError(f"query has dim {query.shape[1]}, the index has dim {self.dim}")
+        if modality == "any":
+            start, stop = 0, self.index.ntotal
+            params = None
+        else:
+            start, stop = self.manifest["rows"][modality]
+            params = faiss.SearchParameters(sel=faiss.IDSelectorRange(start, stop))
+        k = min(k, stop - start)
+        if k <= 0:
+            return []
+        scores, ids = self.index.search(query, k, params=params)
+        results = []
+        for score, row_number in zip(scores[0], ids[0]):
+            if row_number < 0:
+                continue
+            row = self.rows[row_number]
+            results.append(
+                {
+                    "id": row["id"],
+                    "modality": row["modality"],
+                    "score": float(score),
+                    "text": row["text"],
+                    "image_url": row["image_url"],
+                    "source": row["source"],
+                    "source_url": row["source_url"],
+                    "degree": row["degree"],
+                }
+            )
+        return results

@@ -1,0 +1,392 @@
+"""Train a profile's LoRA adapter on its corpus's text-image pairs.
+
+Loss: symmetric InfoNCE (text->image and image->text cross-entropy over the batch), each pair
+weighted by ``Pair.weight``. Off-diagonal entries showing the same picture or the same words as the
+diagonal are masked out: they are not negatives, and with repins they are common.
+
+Temperature: fixed at the backbone's own ``logit_scale``. A person's corpus is a few hundred to a
+few thousand pairs; a learnable temperature on so little data mostly learns to sharpen the softmax
+(lower loss without better ranking), and the base's scale is the one its embeddings were trained to.
+
+Speed (2 CPU cores): every picture is read and preprocessed once into a cached tensor (float16 to
+halve memory), every text tokenized once; epochs only run the network. No augmentation: with a
+cached tensor there is none to apply, and the LoRA's low rank is the regularizer.
+
+Resume: after each epoch the LoRA weights, optimizer state and loss history go atomically to
+``adapters/.checkpoint/``; a rerun with the same settings, base weights and data continues from there.
+The learning-rate schedule and the batch order are functions of (seed, epoch, step), so a resumed run
+takes the same steps an uninterrupted one would. The checkpoint is deleted when the adapter is saved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
+
+from qualia import __version__, workspace
+from qualia.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from qualia.corpus import Corpus
+from qualia.embed import Encoder, open_image
+from qualia.evaluate import SPLIT_FILE, encoder_metrics
+from qualia.lora import LoraSettings, adapters_dir, attach_lora, save_adapter
+from qualia.pairs import Pair, corpus_pairs, split_pairs
+
+log = logging.getLogger(__name__)
+
+MIN_TRAIN_PAIRS = 8
+MIN_VAL_PAIRS = 2
+CHECKPOINT_DIR = ".checkpoint"
+CHECKPOINT_FILE = "state.pt"
+WARMUP_FRACTION = 0.1
+
+
+@dataclass
+class TrainSettings:
+    backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "open_clip model name, or qualia-tiny"})
+    pretrained: str | None = field(
+        default=None, metadata={"help": "hub tag or local weights file; None: the model's default"}
+    )
+    epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
+    batch_size: int = field(default=64, metadata={"help": "pairs per step; each pair's negatives are the batch's others"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (linear warmup, cosine decay to 0)"})
+    rank: int = field(default=8, metadata={"help": "LoRA rank"})
+    alpha: int = field(default=16, metadata={"help": "LoRA alpha (update scale alpha/rank)"})
+    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on the LoRA weights"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of artifacts held out for evaluation"})
+    seed: int = field(default=0, metadata={"help": "seeds the split, the LoRA init and the batch order"})
+    device: str = field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ValueError("training needs epochs >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
+        if self.lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+
+    def lora(self) -> LoraSettings:
+        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout)
+
+
+@dataclass
+class _Data:
+    """Training material as tensors, built once."""
+
+    pixels: torch.Tensor  # (n_images, 3, S, S) float16, preprocessed unique pictures
+    tokens: torch.Tensor  # (n_pairs, context_length) long
+    image_of: torch.Tensor  # (n_pairs,) long: row of the pair's picture in ``pixels``
+    text_of: torch.Tensor  # (n_pairs,) long: id of the pair's words (equal words, equal id)
+    weight: torch.Tensor  # (n_pairs,) float
+
+
+def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, int], pixels: torch.Tensor) -> _Data:
+    text_ids: dict[str, int] = {}
+    return _Data(
+        pixels=pixels,
+        tokens=backbone.tokenizer([p.text for p in pairs]),
+        image_of=torch.tensor([row_of_image[p.image_sha256] for p in pairs], dtype=torch.long),
+        text_of=torch.tensor([text_ids.setdefault(p.text, len(text_ids)) for p in pairs], dtype=torch.long),
+        weight=torch.tensor([p.weight for p in pairs], dtype=torch.float32),
+    )
+
+
+def _load_pixels(pairs: list[Pair], backbone: Backbone) -> tuple[dict[str, int], torch.Tensor]:
+    path_of = {p.image_sha256: p.image_path for p in pairs}
+    shas = list(path_of)
+    pixels = torch.stack([backbone.preprocess(open_image(path_of[s])).half() for s in shas])
+    return {s: i for i, s in enumerate(shas)}, pixels
+
+
+def contrastive_loss(
+    model: torch.nn.Module, data: _Data, batch: torch.Tensor, logit_scale: torch.Tensor, device: torch.device
+) -> torch.Tensor:
+    """Weighted symmetric InfoNCE of the pairs at indices ``batch``."""
+    image_of, text_of = data.image_of[batch], data.text_of[batch]
+    images = F.normalize(model.encode_image(data.pixels[image_of].to(device, torch.float32)), dim=-1)
+    texts = F.normalize(model.encode_text(data.tokens[batch].to(device)), dim=-1)
+    logits = logit_scale * texts @ images.T  # (b, b): row = text, column = picture
+    same = (image_of[:, None] == image_of[None, :]) | (text_of[:, None] == text_of[None, :])
+    same &= ~torch.eye(len(batch), dtype=torch.bool)
+    logits = logits.masked_fill(same.to(device), float("-inf"))
+    target = torch.arange(len(batch), device=device)
+    per_pair = (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
+    weight = data.weight[batch].to(device)
+    return (per_pair * weight).sum() / weight.sum()
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) < 2:  # a lone pair has no negatives
+        batches[-2] = torch.cat(batches[-2:])
+        batches.pop()
+    return batches
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    warmup = max(1, int(total * WARMUP_FRACTION))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def _fingerprint(settings: TrainSettings, backbone: Backbone, train: list[Pair], val: list[Pair]) -> str:
+    """What must be equal for a checkpoint to be continued (everything but the device)."""
+    recipe = {k: v for k, v in asdict(settings).items() if k != "device"}
+    digest = hashlib.sha256(json.dumps([recipe, backbone.weights_sha256], sort_keys=True).encode())
+    for side in (train, val):
+        for p in side:
+            digest.update(f"{p.artifact_id}\0{p.image_sha256}\0{p.weight}\0{p.text}\n".encode())
+        digest.update(b"--\n")
+    return digest.hexdigest()
+
+
+def _lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    workspace.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read_checkpoint(path: Path, fingerprint: str) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a checkpoint is a convenience: a damaged one is dropped, not fatal
+        log.warning("ignoring unreadable checkpoint %s: %s", path, e)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log.info("checkpoint %s is from other settings or data; starting afresh", path)
+        return None
+    return state
+
+
+@contextlib.contextmanager
+def _cpu_threads(device: str) -> Iterator[None]:
+    """Use every core this process may run on (torch's default can be fewer inside containers)."""
+    saved = torch.get_num_threads()
+    if device == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _mean_loss(model: torch.nn.Module, data: _Data, batch_size: int, scale: torch.Tensor, device: torch.device) -> float | None:
+    n = len(data.tokens)
+    if n < 2:
+        return None
+    model.eval()
+    total, weight = 0.0, 0.0
+    with torch.no_grad():
+        for batch in _batches(n, batch_size, seed=0, epoch=0):
+            w = float(data.weight[batch].sum())
+            total += float(contrastive_loss(model, data, batch, scale, device)) * w
+            weight += w
+    return total / weight
+
+
+def draw_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Train and validation loss per epoch as a PNG (Pillow only)."""
+    width, height, margin = 640, 360, 56
+    im = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    series = {
+        "train": ([h["train_loss"] for h in history], (31, 119, 180)),
+        "validation": ([h.get("val_loss") for h in history], (255, 127, 14)),
+    }
+    values = [v for vals, _ in series.values() for v in vals if v is not None]
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    epochs = [h["epoch"] for h in history] or [1]
+    first, last = min(epochs), max(max(epochs), min(epochs) + 1)
+
+    def xy(epoch: float, value: float) -> tuple[float, float]:
+        x = margin + (epoch - first) / (last - first) * (width - 2 * margin)
+        y = height - margin - (value - low) / (high - low) * (height - 2 * margin)
+        return x, y
+
+    draw.line([(margin, margin), (margin, height - margin), (width - margin, height - margin)], fill="black")
+    draw.text((margin, 16), title, fill="black", font=font)
+    draw.text((8, margin - 6), f"{high:.3f}", fill="black", font=font)
+    draw.text((8, height - margin - 6), f"{low:.3f}", fill="black", font=font)
+    draw.text((margin, height - margin + 8), f"epoch {first}", fill="black", font=font)
+    draw.text((width - margin - 40, height - margin + 8), f"epoch {last}", fill="black", font=font)
+    for i, (label, (vals, colour)) in enumerate(series.items()):
+        points = [xy(e, v) for e, v in zip(epochs, vals) if v is not None]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=2)
+        for x, y in points:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.text((width - margin - 110, 16 + 14 * i), f"- {label} loss", fill=colour, font=font)
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    workspace.atomic_write_bytes(path, buffer.getvalue())
+
+
+def _report(progress: bool, epoch: int, epochs: int, record: dict[str, Any]) -> None:
+    val = record.get("val_loss")
+    line = f"epoch {epoch}/{epochs}  train loss {record['train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
+    log.info(line)
+    if progress and sys.stderr.isatty():
+        done = int(30 * epoch / epochs)
+        sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {line}" + ("\n" if epoch == epochs else ""))
+        sys.stderr.flush()
+
+
+def train_profile(
+    profile: str,
+    settings: TrainSettings,
+    progress: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train a new adapter version for ``profile``; returns its folder.
+
+    ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is safely written
+    (an exception from it stops training, leaving a checkpoint to resume from).
+    """
+    with Corpus(workspace.corpus_path(profile), readonly=True) as corpus:
+        pairs = corpus_pairs(corpus)
+    train, val = split_pairs(pairs, settings.val_fraction, settings.seed)
+    if len(train) < MIN_TRAIN_PAIRS or len(val) < MIN_VAL_PAIRS:
+        raise ValueError(
+            f"profile {profile!r} has too few text-image pairs to train on: {len(pairs)} pairs make "
+            f"{len(train)} for training and {len(val)} for validation (need at least {MIN_TRAIN_PAIRS} and "
+            f"{MIN_VAL_PAIRS}); crawl more (e.g. --depth 2) first"
+        )
+    started = time.monotonic()
+    with _cpu_threads(settings.device):
+        backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
+        device = backbone.device
+        row_of_image, pixels = _load_pixels(train + val, backbone)
+        train_data = _build_data(train, backbone, row_of_image, pixels)
+        val_data = _build_data(val, backbone, row_of_image, pixels)
+        log.info("%d training pairs, %d validation pairs, %d pictures cached", len(train), len(val), len(pixels))
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.seed)  # the LoRA A matrices' init
+            model = attach_lora(backbone, settings.lora())
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+        scale = backbone.model.logit_scale.detach().exp().clamp(max=100.0)
+
+        checkpoint = adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
+        fingerprint = _fingerprint(settings, backbone, train, val)
+        history: list[dict[str, Any]] = []
+        start_epoch = 0
+        state = _read_checkpoint(checkpoint, fingerprint)
+        if state is not None:
+            named = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in state["lora"].items():
+                    named[name].copy_(value)
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch, history = state["epoch"], state["history"]
+            log.info("resuming %s's training after epoch %d", profile, start_epoch)
+
+        steps_per_epoch = len(_batches(len(train), settings.batch_size, settings.seed, 0))
+        total_steps = steps_per_epoch * settings.epochs
+        for epoch in range(start_epoch, settings.epochs):
+            model.train()
+            losses = []
+            for i, batch in enumerate(_batches(len(train), settings.batch_size, settings.seed, epoch)):
+                for group in optimizer.param_groups:
+                    group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
+                loss = contrastive_loss(model, train_data, batch, scale, device)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            record = {
+                "epoch": epoch + 1,
+                "train_loss": sum(losses) / len(losses),
+                "val_loss": _mean_loss(model, val_data, settings.batch_size, scale, device),
+            }
+            history.append(record)
+            _save_checkpoint(
+                checkpoint,
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "lora": _lora_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "history": history,
+                },
+            )
+            _report(progress, epoch + 1, settings.epochs, record)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
+
+        val_order = list(dict.fromkeys(p.image_sha256 for p in val))
+        val_pixels = pixels[[row_of_image[s] for s in val_order]]
+        metrics = {
+            "pairs": len(val),
+            "base": encoder_metrics(Encoder(backbone.model, backbone), val, val_pixels),
+            "adapter": encoder_metrics(Encoder(model, backbone), val, val_pixels),
+        }
+
+    version = workspace.new_version()
+    folder = adapters_dir(profile) / version
+    meta = {
+        "version": version,
+        "profile": profile,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "qualia_version": __version__,
+        "train": asdict(settings),
+        "temperature": {"learnable": False, "logit_scale": float(scale)},
+        "data": {
+            "pairs": len(pairs),
+            "pairs_train": len(train),
+            "pairs_val": len(val),
+            "artifacts": len({p.artifact_id for p in pairs}),
+            "artifacts_train": len({p.artifact_id for p in train}),
+            "artifacts_val": len({p.artifact_id for p in val}),
+            "images": len(pixels),
+        },
+        "history": history,
+        "train_seconds": round(time.monotonic() - started, 1),
+    }
+    with workspace.atomic_dir(folder) as tmp:
+        save_adapter(model, tmp, meta)
+        workspace.atomic_write_json(tmp / "metrics.json", metrics)
+        workspace.atomic_write_json(
+            tmp / SPLIT_FILE,
+            {
+                "seed": settings.seed,
+                "val_fraction": settings.val_fraction,
+                "val_artifacts": sorted({p.artifact_id for p in val}),
+            },
+        )
+        draw_loss_curve(history, tmp / "loss_curve.png", f"{profile} · {backbone.name} · LoRA r={settings.rank}")
+    shutil.rmtree(checkpoint.parent, ignore_errors=True)
+    log.info(
+        "adapter %s saved: val t2i r10 %.3f (base %.3f)",
+        folder,
+        metrics["adapter"]["t2i"]["r10"],
+        metrics["base"]["t2i"]["r10"],
+    )
+    return folder

@@ -1,0 +1,116 @@
+"""The HTTP service: ``create_app(settings)`` is what ``qualia serve`` runs with uvicorn.
+
+Routers hold the endpoints; ``Resources`` holds the heavy state (backbones, per-profile searchers);
+library errors map to 4xx here, once, so endpoints stay free of HTTP error plumbing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from qualia.index import CorruptIndex
+from qualia.search import IndexMismatch, InvalidQueryImage, NoIndex, QueryImageTooLarge
+from qualia.workspace import InvalidProfileName
+
+from service.resources import Resources
+from service.routers import health, profiles, search
+from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class BodySizeLimit:
+    """Answer 413 to a request body over ``max_bytes``, declared (Content-Length) or streamed (chunked)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._too_large(scope, receive, send)
+            return
+        # Read the body up front (it is capped), so an oversized stream is refused before any work.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._too_large(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body is over the {self.max_bytes}-byte limit"},
+            status_code=413,
+            headers={"Connection": "close"},
+        )
+        await response(scope, receive, send)
+
+
+def _error(status: int):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    return handler
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
+    resources = Resources(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.preload:
+            await run_in_threadpool(resources.preload)
+        log.info("qualia service ready (home %s)", settings.root)
+        yield
+
+    app = FastAPI(
+        title="qualia",
+        summary="Search a person's Substack and Pinterest with their own CLIP adapter.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.resources = resources
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_exception_handler(InvalidProfileName, _error(404))
+    app.add_exception_handler(NoIndex, _error(404))
+    app.add_exception_handler(QueryImageTooLarge, _error(413))
+    app.add_exception_handler(InvalidQueryImage, _error(400))
+    # The index cannot be served as it is (corrupt, or built with weights not available here).
+    app.add_exception_handler(IndexMismatch, _error(409))
+    app.add_exception_handler(CorruptIndex, _error(409))
+    app.include_router(health.router)
+    app.include_router(profiles.router)
+    app.include_router(search.router)
+    return app

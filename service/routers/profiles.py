@@ -1,0 +1,119 @@
+"""Profiles, their items and pictures, and their adapter's evaluation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from fastapi.responses import FileResponse
+
+from qualia import workspace
+from qualia.index import CorruptIndex, latest_index, read_manifest
+
+from service.deps import ProfileDep, ResourcesDep, SettingsDep, open_corpus
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+
+IMAGE_ID = re.compile(r"(?:img-)?([0-9a-f]{64})")
+MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+@router.get("")
+def list_profiles(settings: SettingsDep) -> dict[str, Any]:
+    """Profiles with a built index: their adapter and index versions and index counts."""
+    profiles = []
+    for name in workspace.list_profiles(settings.root):
+        folder = latest_index(name, settings.root)
+        if folder is None:
+            continue
+        try:
+            manifest = read_manifest(folder)
+        except CorruptIndex as e:
+            log.warning("skipping profile %s: %s", name, e)
+            continue
+        profiles.append(
+            {
+                "name": name,
+                "adapter": manifest.get("adapter_version"),
+                "index": folder.name,
+                "backbone": manifest.get("backbone"),
+                "counts": {"total": manifest["count"], **manifest.get("count_by_modality", {})},
+            }
+        )
+    return {"profiles": profiles}
+
+
+@router.get("/{profile}/items/{item_id}")
+def get_item(profile: ProfileDep, item_id: str, settings: SettingsDep, resources: ResourcesDep) -> dict[str, Any]:
+    """A corpus item (``substack:post:123``), or an index row (``img-<sha256>``, ``txt-...``) with its item."""
+    with open_corpus(profile, settings) as corpus:
+        if item_id.startswith(("img-", "txt-")):
+            row = resources.index(profile).row(item_id)
+            if row is None:
+                raise HTTPException(404, detail=f"no {item_id!r} in the index of {profile!r}")
+            return {**row, "item": corpus.item(row["item_id"]) if row.get("item_id") else None}
+        item = corpus.item(item_id)
+    if item is None:
+        raise HTTPException(404, detail=f"no item {item_id!r} in {profile!r}")
+    return item
+
+
+@router.get(
+    "/{profile}/images/{image_id}",
+    response_class=FileResponse,
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+)
+def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> FileResponse:
+    """A picture's bytes, by ``img-<sha256>`` (or the bare hash), or the first picture of an item id."""
+    with open_corpus(profile, settings) as corpus:
+        match = IMAGE_ID.fullmatch(image_id)
+        if match:
+            sha = match.group(1)
+        else:
+            item = corpus.item(image_id)
+            stored = [r["sha256"] for r in (item or {}).get("images", []) if r.get("sha256")]
+            if not stored:
+                raise HTTPException(404, detail=f"no image {image_id!r} in {profile!r}")
+            sha = stored[0]
+        # The images table is per profile: a hash another profile stored is not found here.
+        row = corpus.image(sha)
+        path = corpus.image_path(sha)
+    if row is None or path is None:
+        raise HTTPException(404, detail=f"no image {image_id!r} in {profile!r}")
+    images_root = workspace.images_dir(settings.root).resolve()
+    resolved = path.resolve()
+    if not resolved.is_relative_to(images_root) or not resolved.is_file():
+        raise HTTPException(404, detail=f"the file of image {image_id!r} is missing")
+    return FileResponse(
+        resolved,
+        media_type=MEDIA_TYPES.get(row["format"], "application/octet-stream"),
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/{profile}/report")
+def get_report(profile: ProfileDep, settings: SettingsDep) -> dict[str, Any]:
+    """The evaluation (metrics.json) of the adapter the profile's index was built with, else of its newest adapter."""
+    adapters = workspace.profile_dir(profile, settings.root) / "adapters"
+    version = None
+    folder = latest_index(profile, settings.root)
+    if folder is not None:
+        try:
+            version = read_manifest(folder).get("adapter_version")
+        except CorruptIndex as e:
+            log.warning("report of %s: %s", profile, e)
+    version = version or workspace.latest_version(adapters)
+    if version is None:
+        raise HTTPException(404, detail=f"profile {profile!r} has no trained adapter")
+    try:
+        metrics_path = workspace.resolve_version(adapters, version) / "metrics.json"
+        return json.loads(metrics_path.read_text())
+    except FileNotFoundError as e:
+        raise HTTPException(404, detail=f"adapter {version} of {profile!r} has no evaluation (metrics.json)") from e
+    except ValueError as e:
+        raise HTTPException(409, detail=f"adapter {version} of {profile!r} has an unreadable metrics.json: {e}") from e

@@ -1,0 +1,153 @@
+"""``POST /v1/profiles/{profile}/search``: JSON ``{text}`` or ``{image_base64}``, or multipart with an ``image`` file."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from qualia.search import decode_image
+
+from service.deps import ProfileDep, ResourcesDep, SettingsDep
+
+router = APIRouter(prefix="/v1/profiles", tags=["search"])
+
+MAX_TEXT_CHARS = 2000
+
+
+class SearchOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int | None = Field(None, ge=1, le=100, description="how many results (default 10)")
+    modality: Literal["image", "text", "any"] = "any"
+
+
+class SearchRequest(SearchOptions):
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    image_base64: str | None = Field(None, min_length=1, description="picture bytes, base64")
+
+    @model_validator(mode="after")
+    def one_query(self) -> SearchRequest:
+        if (self.text is None) == (self.image_base64 is None):
+            raise ValueError("give exactly one of 'text' or 'image_base64'")
+        if self.text is not None and not self.text.strip():
+            raise ValueError("'text' is blank")
+        return self
+
+
+class SearchResult(BaseModel):
+    id: str
+    modality: Literal["image", "text"]
+    score: float
+    text: str | None
+    image_url: str | None
+    source: str | None
+    source_url: str | None
+    degree: int | None
+
+
+class SearchResponse(BaseModel):
+    results: list[SearchResult]
+    adapter: str | None
+    index: str
+    took_ms: float
+
+
+def _invalid(e: ValidationError, where: str) -> RequestValidationError:
+    errors = e.errors(include_url=False, include_context=False)
+    return RequestValidationError([{**err, "loc": (where, *err["loc"])} for err in errors])
+
+
+def _decode_base64(value: str, settings) -> bytes:
+    # base64 is 4/3 the size of the bytes: refuse early, before decoding a huge string
+    if len(value) > settings.max_image_bytes * 4 // 3 + 4:
+        raise HTTPException(413, detail=f"image is over the {settings.max_image_bytes}-byte limit")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise HTTPException(400, detail=f"image_base64 is not valid base64: {e}") from e
+
+
+async def _parse(request: Request, settings) -> tuple[SearchOptions, str | None, bytes | None]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("image")
+        fields = {name: value for name, value in form.multi_items() if name not in ("image", "text")}
+        try:
+            options = SearchOptions.model_validate(fields)
+        except ValidationError as e:
+            raise _invalid(e, "form") from e
+        text = form.get("text")
+        if upload is not None and not isinstance(upload, UploadFile):
+            raise HTTPException(422, detail="'image' must be a file")
+        if text is not None and not isinstance(text, str):
+            raise HTTPException(422, detail="'text' must be a plain field, not a file")
+        text = text if text and text.strip() else None
+        if (upload is None) == (not text):
+            raise HTTPException(422, detail="give exactly one of an 'image' file or 'text'")
+        if upload is None:
+            if len(text) > MAX_TEXT_CHARS:
+                raise HTTPException(422, detail=f"'text' is over {MAX_TEXT_CHARS} characters")
+            return options, text, None
+        data = await upload.read(settings.max_image_bytes + 1)
+        return options, None, data
+    if content_type in ("application/json", ""):
+        try:
+            body = SearchRequest.model_validate_json(await request.body())
+        except ValidationError as e:
+            raise _invalid(e, "body") from e
+        data = _decode_base64(body.image_base64, settings) if body.image_base64 is not None else None
+        return body, body.text, data
+    raise HTTPException(415, detail="send application/json or multipart/form-data")
+
+
+_REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": SearchRequest.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "image": {"type": "string", "format": "binary"},
+                    "text": {"type": "string"},
+                    "k": {"type": "integer", "minimum": 1, "maximum": 100},
+                    "modality": {"type": "string", "enum": ["image", "text", "any"]},
+                },
+            }
+        },
+    },
+}
+
+
+@router.post("/{profile}/search", response_model=SearchResponse, openapi_extra={"requestBody": _REQUEST_BODY})
+async def search(request: Request, profile: ProfileDep, settings: SettingsDep, resources: ResourcesDep) -> Any:
+    """Nearest pictures and texts of the profile's index to a text or a picture."""
+    options, text, image_bytes = await _parse(request, settings)
+    k = options.k or settings.default_k
+    # Decoding, embedding and the FAISS scan are CPU work: keep them off the event loop.
+
+    def run() -> dict[str, Any]:
+        started = time.perf_counter()
+        searcher = resources.searcher(profile)
+        if image_bytes is not None:
+            image = decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
+            results = searcher.search_image(image, k=k, modality=options.modality)
+        else:
+            results = searcher.search_text(text, k=k, modality=options.modality)
+        return {
+            "results": results,
+            "adapter": searcher.adapter_version,
+            "index": searcher.index_version,
+            "took_ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+
+    return await run_in_threadpool(run)

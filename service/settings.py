@@ -1,0 +1,29 @@
+"""Service settings, from the environment with the prefix ``QUALIA_`` (``QUALIA_HOME``, ``QUALIA_MAX_BODY_BYTES`` ...)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qualia import workspace
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QUALIA_", extra="ignore")
+
+    home: Path | None = Field(None, description="workspace root; default ~/.qualia")
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger query images get 413")
+    max_image_pixels: int = Field(25_000_000, ge=1, description="query images with more pixels get 413")
+    default_k: int = Field(10, ge=1, le=100)
+    device: str = "cpu"
+    preload: bool = Field(True, description="load the backbones of existing indexes at startup")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).expanduser() if self.home else workspace.home()
+
+
+Settings = ServiceSettings

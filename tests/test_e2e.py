@@ -1,0 +1,135 @@
+"""The whole flow as a user runs it: sample site -> qualia crawl -> train -> index -> qualia serve -> HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from qualia.corpus import Corpus
+from qualia.samplesite import SampleSite
+from tests.conftest import ROOT, free_port, run_qualia
+
+pytestmark = pytest.mark.slow
+PROFILE = "e2e"
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    home = tmp_path_factory.mktemp("e2e-home")
+    with SampleSite() as site:
+        env = {"QUALIA_HOME": str(home), **site.env()}
+        crawl = run_qualia("crawl", PROFILE, "--substack", site.substack_handle, "--pinterest",
+                           site.pinterest_username, "--depth", "2", "--delay", "0", "--json", env=env)
+        assert crawl.returncode == 0, crawl.stderr
+        corpus = run_qualia("corpus", PROFILE, "--json", env=env)
+        train = run_qualia("train", PROFILE, "--backbone", "qualia-tiny", "--json", env=env)
+        assert train.returncode == 0, train.stderr
+        evaluation = run_qualia("eval", PROFILE, "--json", env=env)
+        index = run_qualia("index", PROFILE, "--json", env=env)
+        assert index.returncode == 0, index.stderr
+        yield {"site": site, "env": env, "home": home, "corpus": corpus, "train": train,
+               "eval": evaluation, "index": index}
+
+
+@pytest.fixture(scope="module")
+def server(flow: dict[str, Any]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qualia.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env={**os.environ, **flow["env"]}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"qualia serve exited: {proc.stderr.read()}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    else:
+        pytest.fail("qualia serve did not come up within 60 s")
+    yield base
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def test_corpus_counts_are_what_the_site_implies(flow: dict[str, Any]) -> None:
+    out = flow["corpus"]
+    assert out.returncode == 0, out.stderr
+    counts = json.loads(out.stdout)
+    expected = flow["site"].expected_counts(2)
+    assert counts["items"] == expected["items"]
+    assert counts["by_degree"] == expected["by_degree"]
+    assert counts["images"] == expected["images"]
+    assert "3" not in counts["by_degree"]
+    assert counts["pairs"] > 200 and counts["edges"] > 0
+
+
+def test_degree_three_is_absent_and_shared_picture_stored_once(flow: dict[str, Any]) -> None:
+    facts = flow["site"].facts
+    home: Path = flow["home"]
+    with Corpus(home / "profiles" / PROFILE / "corpus.sqlite", images_root=home / "images", readonly=True) as c:
+        assert c.item(f"substack:publication:{facts['degree3_publication_id']}") is None
+        for post_id in facts["degree3_post_ids"]:
+            assert c.item(f"substack:post:{post_id}") is None
+        url_a, url_b = facts["shared_picture_urls"]
+        shas = {row[0] for row in c.db.execute("SELECT sha256 FROM image_urls WHERE url IN (?, ?)", (url_a, url_b))}
+        assert len(shas) == 1
+        (sha,) = shas
+        assert c.image_path(sha).exists()
+    assert len(list((home / "images").rglob(f"{sha}.*"))) == 1
+
+
+def test_adapter_beats_frozen_backbone_on_held_out_pairs(flow: dict[str, Any]) -> None:
+    out = flow["eval"]
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["pairs"] > 20
+    for side in ("base", "adapter"):
+        for direction in ("t2i", "i2t"):
+            assert set(report[side][direction]) == {"r1", "r5", "r10"}
+            assert all(0.0 <= v <= 1.0 for v in report[side][direction].values())
+        assert report[side]["gap"] >= 0.0
+    assert report["adapter"]["t2i"]["r10"] > report["base"]["t2i"]["r10"]
+    assert json.loads(flow["train"].stdout)["adapter"]["t2i"] == report["adapter"]["t2i"]
+
+
+def test_cli_search_answers_from_the_index(flow: dict[str, Any]) -> None:
+    query = flow["site"].queries[0]
+    out = run_qualia("search", PROFILE, query, "--k", "5", "--modality", "image", "--json", env=flow["env"])
+    assert out.returncode == 0, out.stderr
+    body = json.loads(out.stdout)
+    assert len(body["results"]) == 5
+    assert all(r["modality"] == "image" for r in body["results"])
+
+
+def test_http_search_under_uvicorn(flow: dict[str, Any], server: str) -> None:
+    site: SampleSite = flow["site"]
+    assert httpx.get(f"{server}/healthz").status_code == 200
+    r = httpx.post(f"{server}/v1/profiles/{PROFILE}/search",
+                   json={"text": site.queries[0], "k": 8, "modality": "image"}, timeout=60)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) >= {"results", "adapter", "index", "took_ms"}
+    assert len(body["results"]) == 8
+    scores = [hit["score"] for hit in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    for hit in body["results"]:
+        assert set(hit) >= {"id", "modality", "score", "text", "image_url", "source", "source_url", "degree"}
+        assert hit["modality"] == "image"
+        assert hit["image_url"].startswith(site.base_url)  # the URL it was crawled from
+        assert hit["degree"] in (1, 2)
+    image = httpx.get(f"{server}/v1/profiles/{PROFILE}/images/{body['results'][0]['id']}")
+    assert image.status_code == 200 and image.headers["content-type"].startswith("image/")
+    assert httpx.post(f"{server}/v1/profiles/nobody/search", json={"text": "x"}).status_code == 404

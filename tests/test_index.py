@@ -1,0 +1,196 @@
+"""qualia.index: what gets embedded, that search finds it, and that a bad or half-written index is never used."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from qualia import workspace
+from qualia.corpus import Corpus
+from qualia.index import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    ROWS_FILE,
+    CorruptIndex,
+    NothingToIndex,
+    ProfileIndex,
+    build_index,
+    index_dir,
+    latest_index,
+    sha256_file,
+)
+from index_fixtures import PROFILE, SHARED_FIRST_URL, SHARED_SECOND_URL, SampleCorpus, write_sample_corpus
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from qualia.backbone import load_backbone
+    from qualia.embed import Encoder
+
+    home = tmp_path_factory.mktemp("index-home")
+    sample = write_sample_corpus(home)
+    encoder = Encoder.load(load_backbone("qualia-tiny"))
+    folder = build_index(PROFILE, encoder, None, root=home)
+    yield {"home": home, "sample": sample, "encoder": encoder, "folder": folder, "index": ProfileIndex.load(folder)}
+
+
+def test_index_holds_each_picture_once_and_each_text(built: dict[str, Any]) -> None:
+    sample: SampleCorpus = built["sample"]
+    index: ProfileIndex = built["index"]
+    manifest = index.manifest
+    assert latest_index(PROFILE, built["home"]) == built["folder"]
+    assert manifest["count_by_modality"]["image"] == sample.unique_images == 27  # 28 URLs, one picture twice
+    assert manifest["count"] == len(index) == manifest["count_by_modality"]["image"] + manifest["count_by_modality"]["text"]
+    assert manifest["checksum"] == sha256_file(built["folder"] / INDEX_FILE)
+    assert manifest["dim"] == built["encoder"].dim
+    assert manifest["backbone"] == "qualia-tiny"
+    assert manifest["weights_sha256"] == built["encoder"].backbone.weights_sha256
+    assert manifest["adapter_version"] is None
+    ids = [row["id"] for row in index.rows]
+    assert len(ids) == len(set(ids))
+    texts = {row["text"] for row in index.rows if row["modality"] == "text"}
+    assert "shell 4, drawn at dawn" in texts or any("shell 4" in t for t in texts)
+    # The post without pictures is still findable by its words.
+    assert any("A letter without pictures" in t for t in texts)
+
+
+def test_picture_seen_twice_keeps_first_url_and_lowest_degree(built: dict[str, Any]) -> None:
+    sha = built["sample"].sha_by_url[SHARED_FIRST_URL]
+    assert built["sample"].sha_by_url[SHARED_SECOND_URL] == sha
+    row = built["index"].row(f"img-{sha}")
+    assert row is not None
+    assert row["image_url"] == SHARED_FIRST_URL
+    assert row["degree"] == 1  # the degree-1 post shows it, though a degree-2 pin found it first
+    assert row["item_id"] == "substack:post:3"
+    assert row["source_url"] == "http://127.0.0.1:9/fieldnotes/p/post-3"
+    assert row["text"] == "a picture seen twice"  # its caption beats the alt text and the pin title
+
+
+def test_picture_queried_by_its_own_embedding_comes_first(built: dict[str, Any]) -> None:
+    encoder, index = built["encoder"], built["index"]
+    with Corpus(workspace.corpus_path(PROFILE, built["home"]), images_root=workspace.images_dir(built["home"]),
+                readonly=True) as corpus:
+        occurrences = corpus.image_occurrences()
+    for occ in occurrences[:: max(1, len(occurrences) // 5)]:
+        query = encoder.encode_image_paths([occ.image_path])[0]
+        hits = index.search(query, k=3, modality="image")
+        assert hits[0]["id"] == f"img-{occ.sha256}"
+        assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+        assert set(hits[0]) == {"id", "modality", "score", "text", "image_url", "source", "source_url", "degree"}
+
+
+def test_modality_filter_and_order(built: dict[str, Any]) -> None:
+    index: ProfileIndex = built["index"]
+    query = built["encoder"].encode_texts(["a rock pool with anemones"])[0]
+    everything = index.search(query, k=1000, modality="any")
+    assert len(everything) == len(index)
+    scores = [h["score"] for h in everything]
+    assert scores == sorted(scores, reverse=True)
+    images = index.search(query, k=1000, modality="image")
+    texts = index.search(query, k=5, modality="text")
+    assert len(images) == index.manifest["count_by_modality"]["image"]
+    assert {h["modality"] for h in images} == {"image"}
+    assert len(texts) == 5 and {h["modality"] for h in texts} == {"text"}
+    assert texts[0]["text"].startswith("a rock pool with anemones") or "anemones" in texts[0]["text"]
+    with pytest.raises(ValueError, match="modality"):
+        index.search(query, modality="video")
+    with pytest.raises(ValueError, match="dim"):
+        index.search(np.ones(3, dtype=np.float32))
+
+
+def test_ids_are_stable_across_rebuilds(built: dict[str, Any]) -> None:
+    again = build_index(PROFILE, built["encoder"], None, root=built["home"])
+    try:
+        assert again.name > built["folder"].name
+        assert latest_index(PROFILE, built["home"]) == again
+        assert [r["id"] for r in ProfileIndex.load(again).rows] == [r["id"] for r in built["index"].rows]
+    finally:
+        shutil.rmtree(again)
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    target = tmp_path / folder.name
+    shutil.copytree(folder, target)
+    return target
+
+
+def test_corrupt_faiss_file_is_refused(built: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(built["folder"], tmp_path)
+    data = bytearray((folder / INDEX_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / INDEX_FILE).write_bytes(bytes(data))
+    with pytest.raises(CorruptIndex, match="checksum"):
+        ProfileIndex.load(folder)
+
+
+def test_truncated_faiss_file_with_matching_checksum_is_refused(built: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(built["folder"], tmp_path)
+    (folder / INDEX_FILE).write_bytes((folder / INDEX_FILE).read_bytes()[:100])
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["checksum"] = sha256_file(folder / INDEX_FILE)
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptIndex, match="FAISS cannot read"):
+        ProfileIndex.load(folder)
+
+
+def test_missing_pieces_are_refused(built: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(built["folder"], tmp_path)
+    (folder / ROWS_FILE).unlink()
+    with pytest.raises(CorruptIndex, match=ROWS_FILE):
+        ProfileIndex.load(folder)
+    (folder / MANIFEST_FILE).write_text("{not json")
+    with pytest.raises(CorruptIndex, match="manifest"):
+        ProfileIndex.load(folder)
+
+
+def test_empty_corpus_is_a_clear_error(built: dict[str, Any], tmp_path: Path) -> None:
+    Corpus(workspace.corpus_path("empty", tmp_path)).close()
+    with pytest.raises(NothingToIndex, match="nothing to index"):
+        build_index("empty", built["encoder"], None, root=tmp_path)
+    assert latest_index("empty", tmp_path) is None
+
+
+KILL_MID_WRITE = """
+import os, signal, sys
+from pathlib import Path
+import faiss
+from qualia.backbone import load_backbone
+from qualia.embed import Encoder
+from qualia import index
+
+real_write = faiss.write_index
+def write_then_die(ix, path):
+    real_write(ix, path)
+    with open(path, "r+b") as f:  # leave a half-written file behind, then die as with kill -9
+        f.truncate(os.path.getsize(path) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+faiss.write_index = write_then_die
+index.build_index(sys.argv[1], Encoder.load(load_backbone("qualia-tiny")), None, root=Path(sys.argv[2]))
+"""
+
+
+@pytest.mark.slow  # a fresh process imports torch and loads the backbone
+def test_killed_mid_write_leaves_no_visible_version(built: dict[str, Any]) -> None:
+    home, profile = built["home"], "killed"
+    shutil.copytree(workspace.profile_dir(PROFILE, home), workspace.profile_dir(profile, home),
+                    ignore=shutil.ignore_patterns("index"))
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, profile, str(home)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    debris = list(index_dir(profile, home).iterdir())
+    assert debris and all(p.name.startswith(".") for p in debris)  # it did get as far as writing
+    assert latest_index(profile, home) is None
+    assert workspace.versions(index_dir(profile, home)) == []

@@ -1,0 +1,308 @@
+"""The HTTP service: shapes, every 4xx path, picking up new indexes, refusing mismatched ones, and real uvicorn."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from qualia import workspace
+from qualia.index import MANIFEST_FILE, ProfileIndex, build_index, index_dir, latest_index
+from service.app import create_app
+from service.settings import ServiceSettings
+
+from index_fixtures import CDN, PROFILE, SHARED_FIRST_URL, picture, write_sample_corpus
+
+MAX_BODY = 256 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+MAX_PIXELS = 512 * 512
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qualia.backbone import load_backbone
+    from qualia.embed import Encoder
+
+    root = tmp_path_factory.mktemp("service-home")
+    write_sample_corpus(root)
+    build_index(PROFILE, Encoder.load(load_backbone("qualia-tiny")), None, root=root)
+    # A profile with a corpus and no index yet.
+    write_sample_corpus(root, "noindex")
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(home: Path) -> Iterator[TestClient]:
+    settings = ServiceSettings(home=home, max_body_bytes=MAX_BODY, max_image_pixels=MAX_PIXELS)
+    with TestClient(create_app(settings)) as c:  # runs the lifespan: backbones preloaded
+        yield c
+
+
+def stored_picture(home: Path, url: str) -> tuple[str, bytes]:
+    from qualia.corpus import Corpus
+
+    with Corpus(workspace.corpus_path(PROFILE, home), images_root=workspace.images_dir(home), readonly=True) as c:
+        sha = c.db.execute("SELECT sha256 FROM image_urls WHERE url=?", (url,)).fetchone()[0]
+        return sha, c.image_path(sha).read_bytes()
+
+
+def copy_profile(home: Path, name: str) -> Path:
+    target = workspace.profile_dir(name, home)
+    shutil.copytree(workspace.profile_dir(PROFILE, home), target)
+    return target
+
+
+def test_health_and_profiles(client: TestClient, home: Path) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert f"/v1/profiles/{{profile}}/search" in client.get("/openapi.json").json()["paths"]
+    profiles = client.get("/v1/profiles").json()["profiles"]
+    assert [p["name"] for p in profiles] == [PROFILE]  # "noindex" has no index to search
+    alice = profiles[0]
+    assert alice["index"] == workspace.latest_version(index_dir(PROFILE, home))
+    assert alice["adapter"] is None
+    assert alice["counts"]["image"] == 27 and alice["counts"]["total"] > 27
+
+
+def test_text_search_shape(client: TestClient) -> None:
+    r = client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "a rock pool with anemones", "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"results", "adapter", "index", "took_ms"}
+    assert len(body["results"]) == 7 and body["took_ms"] >= 0
+    for hit in body["results"]:
+        assert set(hit) == {"id", "modality", "score", "text", "image_url", "source", "source_url", "degree"}
+    scores = [h["score"] for h in body["results"]]
+    assert scores == sorted(scores, reverse=True)
+    texts = client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "tide", "modality": "text"}).json()
+    assert len(texts["results"]) == 10 and {h["modality"] for h in texts["results"]} == {"text"}
+
+
+def test_image_search_json_and_multipart(client: TestClient, home: Path) -> None:
+    sha, data = stored_picture(home, SHARED_FIRST_URL)
+    r = client.post(f"/v1/profiles/{PROFILE}/search",
+                    json={"image_base64": base64.b64encode(data).decode(), "k": 3, "modality": "image"})
+    assert r.status_code == 200, r.text
+    top = r.json()["results"][0]
+    assert top["id"] == f"img-{sha}" and top["score"] == pytest.approx(1.0, abs=1e-3)
+    assert top["image_url"] == SHARED_FIRST_URL and top["degree"] == 1
+    r = client.post(f"/v1/profiles/{PROFILE}/search", files={"image": ("q.png", data, "image/png")},
+                    data={"k": "2", "modality": "image"})
+    assert r.status_code == 200, r.text
+    assert [h["id"] for h in r.json()["results"]][0] == f"img-{sha}" and len(r.json()["results"]) == 2
+
+
+@pytest.mark.parametrize(
+    "profile, body, status",
+    [
+        ("nobody", {"text": "x"}, 404),
+        ("Not..A-Name", {"text": "x"}, 404),
+        ("noindex", {"text": "x"}, 404),
+        (PROFILE, {"text": "x", "k": 0}, 422),
+        (PROFILE, {"text": "x", "k": 101}, 422),
+        (PROFILE, {"text": "x", "k": "many"}, 422),
+        (PROFILE, {"text": "x", "modality": "video"}, 422),
+        (PROFILE, {}, 422),
+        (PROFILE, {"text": "   "}, 422),
+        (PROFILE, {"text": "x", "image_base64": "AAAA"}, 422),
+        (PROFILE, {"text": "x", "unknown": 1}, 422),
+        (PROFILE, {"image_base64": "not base64!!"}, 400),
+        (PROFILE, {"image_base64": base64.b64encode(b"GIF89a but not really").decode()}, 400),
+        (PROFILE, {"image_base64": base64.b64encode(picture(1, size=600)).decode()}, 413),  # 360k pixels > cap
+    ],
+)
+def test_bad_search_input_is_a_4xx_with_detail(client: TestClient, profile: str, body: dict, status: int) -> None:
+    r = client.post(f"/v1/profiles/{profile}/search", json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+
+
+def test_malformed_bodies(client: TestClient) -> None:
+    url = f"/v1/profiles/{PROFILE}/search"
+    r = client.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"]
+    r = client.post(url, content=b"text=x", headers={"content-type": "text/plain"})
+    assert r.status_code == 415 and r.json()["detail"]
+    r = client.post(url, files={"image": ("q.png", b"\x89PNG\r\n garbage", "image/png")})
+    assert r.status_code == 400 and r.json()["detail"]
+    r = client.post(url, files={"image": ("q.png", picture(2), "image/png")}, data={"text": "and words"})
+    assert r.status_code == 422 and r.json()["detail"]
+    r = client.post(url, files={"image": ("q.png", picture(2), "image/png")}, data={"k": "0"})
+    assert r.status_code == 422 and r.json()["detail"]
+
+
+def test_body_over_limit_is_413(client: TestClient) -> None:
+    url = f"/v1/profiles/{PROFILE}/search"
+    r = client.post(url, json={"text": "x" * (MAX_BODY + 10)})
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit must hold on a stream too
+        yield b'{"text": "'
+        for _ in range(MAX_BODY // 1024 + 2):
+            yield b"y" * 1024
+        yield b'"}'
+
+    r = client.post(url, content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["detail"]
+    assert client.get("/healthz").status_code == 200
+
+
+def test_items_and_images(client: TestClient, home: Path) -> None:
+    item = client.get(f"/v1/profiles/{PROFILE}/items/substack:post:3")
+    assert item.status_code == 200
+    assert item.json()["title"] == "Post number 3" and len(item.json()["images"]) == 3
+    sha, data = stored_picture(home, SHARED_FIRST_URL)
+    row = client.get(f"/v1/profiles/{PROFILE}/items/img-{sha}").json()
+    assert row["modality"] == "image" and row["image_url"] == SHARED_FIRST_URL
+    assert row["item"]["id"] == "substack:post:3"
+    hit = client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "tide", "modality": "text", "k": 1}).json()
+    text_row = client.get(f"/v1/profiles/{PROFILE}/items/{hit['results'][0]['id']}")
+    assert text_row.status_code == 200 and text_row.json()["text"] == hit["results"][0]["text"]
+
+    image = client.get(f"/v1/profiles/{PROFILE}/images/img-{sha}")
+    assert image.status_code == 200 and image.content == data
+    assert image.headers["content-type"] == "image/png"
+    pin_sha, pin_bytes = stored_picture(home, f"{CDN.replace('cdn', 'pinimg')}/originals/01/pin1.jpg")
+    pin = client.get(f"/v1/profiles/{PROFILE}/images/pinterest:pin:1")
+    assert pin.status_code == 200 and pin.content == pin_bytes and pin.headers["content-type"] == "image/jpeg"
+
+    for path in (f"/v1/profiles/{PROFILE}/items/substack:post:12345", f"/v1/profiles/{PROFILE}/items/img-{'0' * 64}",
+                 f"/v1/profiles/{PROFILE}/images/img-{'0' * 64}", f"/v1/profiles/{PROFILE}/images/..%2F..%2Fetc",
+                 f"/v1/profiles/{PROFILE}/images/substack:user:alice", f"/v1/profiles/nobody/images/img-{sha}",
+                 "/v1/profiles/Bad%20Name/items/x"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert r.json()["detail"]
+
+
+def test_report(client: TestClient, home: Path) -> None:
+    assert client.get(f"/v1/profiles/{PROFILE}/report").status_code == 404  # nothing trained yet
+    profile = "reported"
+    copy_profile(home, profile)
+    version = workspace.new_version()
+    metrics = {"pairs": 12, "base": {"t2i": {"r1": 0.1}}, "adapter": {"t2i": {"r1": 0.5}}}
+    workspace.atomic_write_json(workspace.profile_dir(profile, home) / "adapters" / version / "metrics.json", metrics)
+    r = client.get(f"/v1/profiles/{profile}/report")
+    assert r.status_code == 200 and r.json() == metrics
+
+
+def test_new_index_version_is_picked_up(client: TestClient, home: Path) -> None:
+    profile = "growing"
+    copy_profile(home, profile)
+    first = client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"}).json()["index"]
+    newer = workspace.new_version()
+    shutil.copytree(index_dir(profile, home) / first, index_dir(profile, home) / newer)
+    shutil.copytree(index_dir(profile, home) / first, index_dir(profile, home) / f".{newer}.half.tmp")
+    second = client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"}).json()["index"]
+    assert (first, second) == (first, newer) and newer > first
+    listed = {p["name"]: p["index"] for p in client.get("/v1/profiles").json()["profiles"]}
+    assert listed[profile] == newer
+
+
+def _edit_manifest(home: Path, profile: str, **changes: Any) -> None:
+    folder = index_dir(profile, home) / workspace.latest_version(index_dir(profile, home))
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest.update(changes)
+    workspace.atomic_write_json(folder / MANIFEST_FILE, manifest)
+
+
+def test_index_built_with_other_weights_or_missing_adapter_is_refused(client: TestClient, home: Path) -> None:
+    copy_profile(home, "otherweights")
+    _edit_manifest(home, "otherweights", weights_sha256="f" * 64)
+    r = client.post("/v1/profiles/otherweights/search", json={"text": "shell"})
+    assert r.status_code == 409 and "weights" in r.json()["detail"]
+
+    copy_profile(home, "lostadapter")
+    _edit_manifest(home, "lostadapter", adapter_version="20240101T000000000000Z")
+    r = client.post("/v1/profiles/lostadapter/search", json={"text": "shell"})
+    assert r.status_code == 409 and "20240101T000000000000Z" in r.json()["detail"]
+
+    copy_profile(home, "corrupt")
+    folder = index_dir("corrupt", home) / workspace.latest_version(index_dir("corrupt", home))
+    (folder / "index.faiss").write_bytes(b"garbage")
+    r = client.post("/v1/profiles/corrupt/search", json={"text": "shell"})
+    assert r.status_code == 409 and "checksum" in r.json()["detail"]
+    # The healthy profile is untouched by its neighbours' trouble.
+    assert client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "shell"}).status_code == 200
+
+
+def test_search_over_http_under_uvicorn(home: Path) -> None:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ServiceSettings(home=home)), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        base = f"http://127.0.0.1:{port}"
+        r = httpx.post(f"{base}/v1/profiles/{PROFILE}/search", json={"text": "shell drawn at dawn", "k": 4}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["results"]) == 4
+        top = r.json()["results"][0]
+        assert httpx.get(f"{base}/v1/profiles/{PROFILE}/items/{top['id']}").status_code == 200
+        assert httpx.post(f"{base}/v1/profiles/nobody/search", json={"text": "x"}).status_code == 404
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_profile_with_adapter_is_served_with_that_adapter(client: TestClient, home: Path) -> None:
+    import torch
+
+    from qualia.backbone import load_backbone
+    from qualia.embed import Encoder
+    from qualia.lora import META_FILE, LoraSettings, attach_lora, save_adapter
+
+    profile = "adapted"
+    copy_profile(home, profile)
+    backbone = load_backbone("qualia-tiny")
+    model = attach_lora(backbone, LoraSettings(rank=4))
+    with torch.no_grad():  # a fresh LoRA is the identity (B = 0); make it change the embeddings
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn_like(p) * 0.5)
+    version = workspace.new_version()
+    adapter = workspace.profile_dir(profile, home) / "adapters" / version
+    with workspace.atomic_dir(adapter) as tmp:
+        save_adapter(model, tmp, {})
+    build_index(profile, Encoder.load(backbone, adapter), version, root=home)
+
+    sha, data = stored_picture(home, SHARED_FIRST_URL)
+    query = {"image_base64": base64.b64encode(data).decode(), "k": 1, "modality": "image"}
+    body = client.post(f"/v1/profiles/{profile}/search", json=query).json()
+    assert body["adapter"] == version
+    # Score 1 only if the query went through the same adapter as the index (the base model scores lower).
+    assert body["results"][0]["id"] == f"img-{sha}" and body["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    base_vector = Encoder.load(backbone).encode_images([Image.open(io.BytesIO(data))])[0]
+    assert ProfileIndex.load(latest_index(profile, home)).search(base_vector, k=1, modality="image")[0]["score"] < 0.99
+    listed = {p["name"]: p["adapter"] for p in client.get("/v1/profiles").json()["profiles"]}
+    assert listed[profile] == version
+
+    meta = json.loads((adapter / META_FILE).read_text())
+    workspace.atomic_write_json(adapter / META_FILE, {**meta, "weights_sha256": "0" * 64})
+    newer = workspace.new_version()  # a new index version makes the service load the adapter again
+    shutil.copytree(latest_index(profile, home), index_dir(profile, home) / newer)
+    r = client.post(f"/v1/profiles/{profile}/search", json=query)
+    assert r.status_code == 409 and "base weights" in r.json()["detail"]

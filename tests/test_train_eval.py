@@ -1,0 +1,196 @@
+"""Training and evaluation end to end on a synthetic profile: words for looks that a random
+backbone cannot know, learned by the adapter (tiny backbone, real peft, real SQLite corpus)."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from qualia import workspace
+from qualia.corpus import Corpus
+from qualia.evaluate import evaluate_profile, retrieval_metrics, validation_pairs
+from qualia.lora import adapters_dir, read_adapter_meta
+from qualia.pairs import Pair
+from qualia.samplesite.pictures import STYLES, SUBJECTS, draw_picture
+from qualia.train import CHECKPOINT_DIR, TrainSettings, train_profile
+
+FILLERS = ["saved for later", "moodboard", "ideas for the flat", "love this", "", "found on a walk"]
+
+
+def _png(style: str, subject: str, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    draw_picture(style, subject, seed, size=64).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def build_synthetic_corpus(profile: str, n_pins: int = 300, n_posts: int = 40, seed: int = 0) -> None:
+    """Pins titled "<style> <subject>" and posts whose cover/body pictures carry the same words."""
+    rng = random.Random(seed)
+    with Corpus(workspace.corpus_path(profile)) as corpus:
+        corpus.upsert_item("pinterest:user:ada", source="pinterest", kind="user", degree=0)
+        corpus.upsert_item("substack:user:ada", source="substack", kind="user", degree=0)
+        for i in range(n_pins):
+            style, subject = rng.choice(STYLES), rng.choice(SUBJECTS)
+            degree = 1 if i % 5 else 2
+            pin = f"pinterest:pin:{i}"
+            corpus.upsert_item(
+                pin, source="pinterest", kind="pin", degree=degree,
+                title=f"{style} {subject}", text=rng.choice(FILLERS), via=("pinterest:user:ada", "pinned"),
+            )
+            url = f"http://127.0.0.1/pin/{i}.png"
+            corpus.store_image(url, _png(style, subject, 1000 + i))
+            corpus.add_image_ref(pin, url, "pin")
+        for i in range(n_posts):
+            style = rng.choice(STYLES)
+            post = f"substack:post:{i}"
+            subjects = rng.sample(SUBJECTS, 3)
+            corpus.upsert_item(
+                post, source="substack", kind="post", degree=1, title=f"{style} {subjects[0]}",
+                text="<p>long body</p>", data={"subtitle": f"notes on {style}"}, via=("substack:user:ada", "wrote"),
+            )
+            for j, subject in enumerate(subjects):
+                url = f"http://127.0.0.1/post/{i}/{j}.png"
+                corpus.store_image(url, _png(style, subject, 5000 + 10 * i + j))
+                if j == 0:
+                    corpus.add_image_ref(post, url, "cover")
+                else:
+                    corpus.add_image_ref(post, url, "body", alt=f"{style} {subject}", caption=None, position=j)
+        corpus.commit()
+
+
+FAST = dict(backbone="qualia-tiny", batch_size=64, lr=2e-3, rank=8, alpha=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        root = tmp_path_factory.mktemp("qualia-home")
+        mp.setenv("QUALIA_HOME", str(root))
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        build_synthetic_corpus("ada")
+        yield root
+
+
+@pytest.fixture(scope="module")
+def trained(home):
+    return train_profile("ada", TrainSettings(epochs=5, **FAST))
+
+
+@pytest.mark.slow
+def test_adapter_beats_frozen_base_on_held_out_pairs(trained):
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["pairs"] >= 40
+    base, adapter = metrics["base"], metrics["adapter"]
+    assert adapter["t2i"]["r10"] >= base["t2i"]["r10"] + 0.25, metrics
+    assert adapter["i2t"]["r10"] > base["i2t"]["r10"], metrics
+    for m in (base, adapter):
+        assert 0.0 <= m["t2i"]["r1"] <= m["t2i"]["r5"] <= m["t2i"]["r10"] <= 1.0
+        assert m["gap"] > 0.0
+
+
+@pytest.mark.slow
+def test_adapter_folder_is_complete_and_reevaluates_the_same(trained):
+    names = {p.name for p in trained.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "qualia.json", "metrics.json", "split.json",
+            "loss_curve.png"} <= names
+    meta = read_adapter_meta(trained)
+    assert meta["backbone"] == "qualia-tiny" and meta["pretrained"] == "random-seed0"
+    assert meta["data"]["pairs_train"] + meta["data"]["pairs_val"] == meta["data"]["pairs"]
+    assert len(meta["history"]) == 5 and meta["history"][-1]["train_loss"] < meta["history"][0]["train_loss"]
+    assert meta["temperature"]["learnable"] is False
+    with Image.open(trained / "loss_curve.png") as im:
+        assert im.format == "PNG" and im.size == (640, 360)
+    assert not (adapters_dir("ada") / CHECKPOINT_DIR).exists()
+
+    # a later evaluation (fresh backbone, adapter read from disk) reproduces the training-time numbers
+    again = evaluate_profile("ada", trained.name)
+    saved = json.loads((trained / "metrics.json").read_text())
+    assert again["pairs"] == saved["pairs"]
+    for side in ("base", "adapter"):
+        for direction in ("t2i", "i2t"):
+            for k in ("r1", "r5", "r10"):
+                assert again[side][direction][k] == pytest.approx(saved[side][direction][k], abs=0.03)
+        assert again[side]["gap"] == pytest.approx(saved[side]["gap"], abs=1e-2)
+    held_out = {p.artifact_id for p in validation_pairs("ada", trained)}
+    assert held_out == set(json.loads((trained / "split.json").read_text())["val_artifacts"])
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUALIA_HOME", str(tmp_path))
+    build_synthetic_corpus("ada", n_pins=60, n_posts=0)
+    settings = TrainSettings(epochs=3, **FAST)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, record):
+        if epoch == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_profile("ada", settings, on_epoch_end=stop_after_first)
+    assert (adapters_dir("ada") / CHECKPOINT_DIR / "state.pt").is_file()
+    before = set(workspace.versions(adapters_dir("ada")))
+
+    ran: list[int] = []
+    folder = train_profile("ada", settings, on_epoch_end=lambda epoch, record: ran.append(epoch))
+    assert ran == [2, 3]  # epoch 1 came from the checkpoint
+    assert folder.name not in before
+    assert [h["epoch"] for h in read_adapter_meta(folder)["history"]] == [1, 2, 3]
+    assert not (adapters_dir("ada") / CHECKPOINT_DIR).exists()
+
+
+def test_checkpoint_from_other_settings_is_not_resumed(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("QUALIA_HOME", str(tmp_path))
+    build_synthetic_corpus("small", n_pins=40, n_posts=0)
+    stale = adapters_dir("small") / CHECKPOINT_DIR / "state.pt"
+    stale.parent.mkdir(parents=True)
+    torch.save({"fingerprint": "other settings", "epoch": 1, "lora": {}, "optimizer": {}, "history": []}, stale)
+    ran: list[int] = []
+    folder = train_profile("small", TrainSettings(epochs=1, **FAST), on_epoch_end=lambda e, r: ran.append(e))
+    assert ran == [1]
+    assert read_adapter_meta(folder)["data"]["pairs"] == 40
+    assert not stale.exists()
+
+
+def test_too_few_pairs_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("QUALIA_HOME", str(tmp_path))
+    build_synthetic_corpus("tiny", n_pins=5, n_posts=0)
+    with pytest.raises(ValueError, match="too few text-image pairs"):
+        train_profile("tiny", TrainSettings(epochs=1, **FAST))
+
+
+def _pairs(shas: list[str]) -> list[Pair]:
+    return [Pair(f"t{i}", sha, Path("/x"), f"a{i}", "pinterest", 1, "pin", 1.0) for i, sha in enumerate(shas)]
+
+
+def test_retrieval_metrics_known_answers():
+    import numpy as np
+
+    eye = np.eye(4, dtype=np.float32)
+    pairs = _pairs(["a", "b", "c", "d"])
+    perfect = retrieval_metrics(eye, eye, pairs)
+    assert perfect["t2i"] == {"r1": 1.0, "r5": 1.0, "r10": 1.0} and perfect["i2t"]["r1"] == 1.0
+    assert perfect["gap"] == pytest.approx(0.0)
+    # texts point at the next picture: nothing right at rank 1, everything within rank 5
+    shifted = retrieval_metrics(np.roll(eye, 1, axis=1), eye, pairs)
+    assert shifted["t2i"]["r1"] == 0.0 and shifted["t2i"]["r5"] == 1.0
+    # all embeddings equal: ties count against the query
+    flat = np.ones((4, 4), dtype=np.float32)
+    assert retrieval_metrics(flat, flat, pairs)["t2i"]["r1"] == 0.0
+    # two texts of one picture: the gallery has 3 pictures, image_emb may follow pairs or unique pictures
+    pairs = _pairs(["a", "a", "b", "c"])
+    texts = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    per_pair = retrieval_metrics(texts, texts, pairs)
+    per_image = retrieval_metrics(texts, texts[[0, 2, 3]], pairs)
+    assert per_pair == per_image and per_pair["i2t"]["r1"] == 1.0
+    # modality gap: unit texts on one axis, unit pictures on another
+    gap = retrieval_metrics(eye[[0, 0, 0, 0]], eye[[1, 1, 1, 1]], _pairs(["a", "b", "c", "d"]))["gap"]
+    assert gap == pytest.approx(2**0.5)
