@@ -21,6 +21,14 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     yield
 
 
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny backbone, loaded once per test session (tests must not mutate it)."""
+    from qualia.backbone import TINY_BACKBONE, load_backbone
+
+    return load_backbone(TINY_BACKBONE)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -21,11 +21,6 @@ from qualia.backbone import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load_backbone(TINY_BACKBONE)
-
-
 def test_tiny_backbone_loads_frozen_with_its_tools(tiny):
     assert tiny.name == TINY_BACKBONE and tiny.pretrained == "random-seed0"
     assert tiny.embed_dim == 128 and tiny.image_size == 64

@@ -102,7 +102,13 @@ def test_adapter_beats_frozen_backbone_on_held_out_pairs(flow: dict[str, Any]) -
             assert all(0.0 <= v <= 1.0 for v in report[side][direction].values())
         assert report[side]["gap"] >= 0.0
     assert report["adapter"]["t2i"]["r10"] > report["base"]["t2i"]["r10"]
-    assert json.loads(flow["train"].stdout)["adapter"]["t2i"] == report["adapter"]["t2i"]
+    # `qualia train` reports what training measured on the same held-out pairs; training caches
+    # pictures in float16, so the figures agree closely, not bit for bit.
+    trained = json.loads(flow["train"].stdout)
+    assert trained["pairs"] == report["pairs"]
+    for direction in ("t2i", "i2t"):
+        for k, value in report["adapter"][direction].items():
+            assert abs(trained["adapter"][direction][k] - value) <= 0.05
 
 
 def test_cli_search_answers_from_the_index(flow: dict[str, Any]) -> None:

@@ -23,11 +23,6 @@ from qualia.lora import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return load_backbone(TINY_BACKBONE)
-
-
 def _nudged(model: torch.nn.Module) -> torch.nn.Module:
     """LoRA starts as a no-op (B = 0); give it something to carry."""
     generator = torch.Generator().manual_seed(0)

@@ -73,7 +73,7 @@ def copy_profile(home: Path, name: str) -> Path:
 
 def test_health_and_profiles(client: TestClient, home: Path) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert f"/v1/profiles/{{profile}}/search" in client.get("/openapi.json").json()["paths"]
+    assert "/v1/profiles/{profile}/search" in client.get("/openapi.json").json()["paths"]
     profiles = client.get("/v1/profiles").json()["profiles"]
     assert [p["name"] for p in profiles] == [PROFILE]  # "noindex" has no index to search
     alice = profiles[0]

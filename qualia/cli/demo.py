@@ -28,7 +28,6 @@ def _say(as_json: bool, text: str) -> None:
 
 def run_demo(profile: str = "demo", epochs: int | None = None, as_json: bool = False) -> int:
     from crawler.run import crawl
-    from qualia.evaluate import evaluate_profile
     from qualia.samplesite import SampleSite
     from qualia.search import ProfileSearcher
     from qualia.train import TrainSettings, train_profile
@@ -58,7 +57,7 @@ def run_demo(profile: str = "demo", epochs: int | None = None, as_json: bool = F
     t = time.perf_counter()
     overrides: dict[str, Any] = {"epochs": epochs} if epochs else {}
     adapter = train_profile(profile, TrainSettings(backbone="qualia-tiny", **overrides), progress=progress)
-    report = evaluate_profile(profile, adapter.name)
+    report = json.loads((adapter / "metrics.json").read_text())
     timings["train_s"] = time.perf_counter() - t
     _say(as_json, f"adapter {adapter.name}\n{format_eval(report)}")
 

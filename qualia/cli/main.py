@@ -116,7 +116,6 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from qualia.backbone import DEFAULT_BACKBONE
-    from qualia.evaluate import evaluate_profile
     from qualia.train import TrainSettings, train_profile
 
     workspace.check_profile_name(args.profile)
@@ -125,7 +124,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in {"epochs": args.epochs, "rank": args.rank}.items() if v is not None}
     settings = TrainSettings(backbone=args.backbone or DEFAULT_BACKBONE, pretrained=args.pretrained, device=args.device, **overrides)
     folder = train_profile(args.profile, settings, progress=_progress())
-    report = evaluate_profile(args.profile, folder.name)
+    # training already measured the held-out pairs; `qualia eval` measures again from the files
+    report = json.loads((folder / "metrics.json").read_text())
     _emit({"adapter_version": folder.name, **report}, args.json, f"adapter {folder.name}\n{format_eval(report)}")
     return 0
 
