@@ -3,8 +3,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-# The demo keeps its workspace inside the checkout unless QUALIA_HOME says otherwise.
-export QUALIA_HOME ?= $(CURDIR)/.qualia
 
 .PHONY: install demo test clean
 
@@ -19,8 +17,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The demo keeps its workspace inside the checkout unless QUALIA_HOME says otherwise.
 demo: install
-	$(BIN)/qualia demo
+	QUALIA_HOME="$${QUALIA_HOME:-$(CURDIR)/.qualia}" $(BIN)/qualia demo
 
 test: install
 	$(BIN)/python -m pytest

@@ -1,13 +1,20 @@
-"""Request dependencies. Auth (API keys scoped to profiles) will hook in at ``profile_name``."""
+"""Request dependencies, auth among them.
+
+Auth: with keys in the store (or ``require_keys``), every ``/v1`` request needs ``Authorization: Bearer <key>``
+(401 otherwise) and reaches only the key's profile; any other profile is a 404, as if it did not exist.
+``key_scope`` runs once a request (FastAPI caches it), as a router dependency and inside ``profile_name``.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualia import workspace
 from qualia.corpus import Corpus
+from qualia.keys import KeyRing
 
 from service.resources import Resources
 from service.settings import ServiceSettings
@@ -24,15 +31,46 @@ def get_resources(request: Request) -> Resources:
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
+bearer = HTTPBearer(auto_error=False, description="an API key from `qualia keys create PROFILE`")
+
+
+def get_keyring(request: Request) -> KeyRing:
+    state = request.app.state
+    if not hasattr(state, "keyring"):  # made on first use, so create_app needs no auth wiring
+        state.keyring = KeyRing(get_settings(request).root)
+    return state.keyring
+
+
+def key_scope(
+    settings: SettingsDep,
+    keyring: Annotated[KeyRing, Depends(get_keyring)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str | None:
+    """The profile the request's key is scoped to; None when no keys are configured (all open)."""
+    if not settings.require_keys and not keyring.configured():
+        return None
+    if credentials is None:
+        raise HTTPException(401, detail="an API key is required: send 'Authorization: Bearer <key>'",
+                            headers={"WWW-Authenticate": "Bearer"})
+    profile = keyring.profile_of(credentials.credentials)
+    if profile is None:
+        raise HTTPException(401, detail="invalid or revoked API key",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return profile
+
+
+ScopeDep = Annotated[str | None, Depends(key_scope)]
+
 
 def profile_name(
     settings: SettingsDep,
+    scope: ScopeDep,
     profile: Annotated[str, Path(description="profile name, [a-z0-9][a-z0-9_-]{0,63}")],
 ) -> str:
-    """A profile that exists; an invalid name is reported as not found, never used as a path."""
+    """A profile that exists and the caller's key reaches; anything else is not found, never used as a path."""
     if not workspace.PROFILE_NAME.fullmatch(profile):
         raise HTTPException(404, detail=f"no profile {profile!r} (not a valid profile name)")
-    if not workspace.profile_dir(profile, settings.root).is_dir():
+    if (scope is not None and profile != scope) or not workspace.profile_dir(profile, settings.root).is_dir():
         raise HTTPException(404, detail=f"no profile {profile!r}")
     return profile
 

@@ -20,6 +20,9 @@ class ServiceSettings(BaseSettings):
     default_k: int = Field(10, ge=1, le=100)
     device: str = "cpu"
     preload: bool = Field(True, description="load the backbones of existing indexes at startup")
+    require_keys: bool = Field(
+        False, description="refuse /v1 without a valid key even when the key store is empty (set when not on loopback)"
+    )
 
     @property
     def root(self) -> Path:

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +14,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Before any fixture of any scope: nothing in the suite may see the user's (or make's) QUALIA_HOME.
+    os.environ["QUALIA_HOME"] = tempfile.mkdtemp(prefix="qualia-test-home-")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    config._qualia_home = os.environ["QUALIA_HOME"]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(getattr(config, "_qualia_home", ""), ignore_errors=True)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No test may read or write the user's real ~/.qualia, nor reach a hub."""
-    if "QUALIA_HOME" not in os.environ or not os.environ["QUALIA_HOME"].startswith(str(tmp_path_factory.getbasetemp())):
+def _isolated_home(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Each test gets an empty QUALIA_HOME of its own, unless a module fixture has chosen one."""
+    if os.environ.get("QUALIA_HOME") == request.config._qualia_home:
         monkeypatch.setenv("QUALIA_HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     yield

@@ -191,18 +191,58 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _may_bind(host: str, root: Path | None = None) -> bool:
+    """Loopback always; any other address only once an API key exists, so the world never gets an open server."""
+    from qualia.keys import any_keys
 
-    from service.app import create_app
+    return _is_loopback(host) or any_keys(root)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     from service.settings import ServiceSettings
 
     settings = ServiceSettings()
-    if not _is_loopback(args.host) and not getattr(settings, "api_keys_configured", lambda: False)():
+    if not _may_bind(args.host, settings.root):
         raise CommandError(
-            f"refusing to listen on {args.host} without API keys: bind to 127.0.0.1, or create keys first"
+            f"refusing to listen on {args.host} without API keys: bind to 127.0.0.1, "
+            "or create a key first with `qualia keys create PROFILE`"
         )
+    # Off loopback, stay closed even if every key is revoked while the server runs.
+    settings.require_keys = settings.require_keys or not _is_loopback(args.host)
+
+    import uvicorn
+
+    from service.app import create_app
+
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from qualia.keys import create_key
+
+    key = create_key(args.profile)
+    if not workspace.profile_dir(args.profile).is_dir():
+        log.warning("profile %r does not exist yet; the key will reach it once it does", args.profile)
+    _emit({"profile": args.profile, "key": key}, args.json, key)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from qualia.keys import list_keys
+
+    keys = list_keys()
+    human = "\n".join(f"{k['prefix']}...  {k['profile']:<20} {k['created_at']}" for k in keys) or "(no keys)"
+    _emit({"keys": keys}, args.json, human)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from qualia.keys import revoke_key
+
+    if not revoke_key(args.prefix):
+        raise CommandError(f"no key with prefix {args.prefix!r} (see `qualia keys list`)")
+    _emit({"revoked": args.prefix}, args.json, f"revoked {args.prefix}")
     return 0
 
 
@@ -260,6 +300,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command("serve", cmd_serve, "run the HTTP API and web page", profile=False, json_flag=False)
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=8000)
+
+    keys = sub.add_parser("keys", help="API keys for `qualia serve`, each scoped to one profile",
+                          description="API keys for `qualia serve`, each scoped to one profile (stored hashed)")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    sp = keys_sub.add_parser("create", help="print a new key for PROFILE (shown once)")
+    sp.set_defaults(func=cmd_keys_create)
+    sp.add_argument("profile", metavar="PROFILE", help="profile name ([a-z0-9][a-z0-9_-]{0,63})")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp = keys_sub.add_parser("list", help="list keys by their public prefix and profile")
+    sp.set_defaults(func=cmd_keys_list)
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    sp = keys_sub.add_parser("revoke", help="delete the key with this prefix")
+    sp.set_defaults(func=cmd_keys_revoke)
+    sp.add_argument("prefix", metavar="PREFIX", help="the key's prefix as `qualia keys list` shows it")
+    sp.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     sp = command("demo", cmd_demo, "run the whole job offline on the bundled sample site", profile=False)
     sp.add_argument("--profile", default="demo", help="profile to build (default: demo)")

@@ -7,27 +7,29 @@ import logging
 import re
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
 from qualia import workspace
 from qualia.index import CorruptIndex, latest_index, read_manifest
 
-from service.deps import ProfileDep, ResourcesDep, SettingsDep, open_corpus
+from service.deps import ProfileDep, ResourcesDep, ScopeDep, SettingsDep, key_scope, open_corpus
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/profiles", tags=["profiles"])
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"], dependencies=[Depends(key_scope)])
 
 IMAGE_ID = re.compile(r"(?:img-)?([0-9a-f]{64})")
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 @router.get("")
-def list_profiles(settings: SettingsDep) -> dict[str, Any]:
-    """Profiles with a built index: their adapter and index versions and index counts."""
+def list_profiles(settings: SettingsDep, scope: ScopeDep) -> dict[str, Any]:
+    """Profiles with a built index: their adapter and index versions and index counts (a key sees only its own)."""
     profiles = []
     for name in workspace.list_profiles(settings.root):
+        if scope is not None and name != scope:
+            continue
         folder = latest_index(name, settings.root)
         if folder is None:
             continue

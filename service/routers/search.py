@@ -7,7 +7,7 @@ import binascii
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
@@ -15,9 +15,9 @@ from starlette.datastructures import UploadFile
 
 from qualia.search import decode_image
 
-from service.deps import ProfileDep, ResourcesDep, SettingsDep
+from service.deps import ProfileDep, ResourcesDep, SettingsDep, key_scope
 
-router = APIRouter(prefix="/v1/profiles", tags=["search"])
+router = APIRouter(prefix="/v1/profiles", tags=["search"], dependencies=[Depends(key_scope)])
 
 MAX_TEXT_CHARS = 2000
 

@@ -1,0 +1,178 @@
+"""API keys, each scoped to one profile, in ``$QUALIA_HOME/keys.sqlite`` (SQLite, WAL).
+
+A key is ``qk_`` + 43 URL-safe characters (256 random bits). Only its SHA-256 is stored, with a short
+public prefix (the key's first characters) to list and revoke it by. A random 256-bit token cannot be
+guessed or brute-forced from its hash, so a fast hash is enough here; slow hashes (bcrypt, scrypt)
+exist to protect low-entropy passwords.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from qualia import workspace
+
+KEYS_FILE = "keys.sqlite"
+KEY_MARK = "qk_"
+PREFIX_LEN = len(KEY_MARK) + 8  # "qk_" and 48 public bits: enough to tell keys apart in a listing
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    prefix TEXT PRIMARY KEY,
+    sha256 BLOB NOT NULL,
+    profile TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"""
+
+
+def keys_path(root: Path | None = None) -> Path:
+    return (root or workspace.home()) / KEYS_FILE
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
+
+
+@contextlib.contextmanager
+def _open(root: Path | None, create: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """A connection to the key store; ``None`` when it does not exist and ``create`` is off (readers never create it)."""
+    path = keys_path(root)
+    if not create and not path.exists():
+        yield None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "rwc" if create else "rw"
+    db = sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=10)
+    try:
+        db.execute("PRAGMA busy_timeout=10000")
+        if create:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            with contextlib.suppress(OSError):
+                os.chmod(path, 0o600)
+        yield db
+    finally:
+        db.close()
+
+
+def create_key(profile: str, root: Path | None = None) -> str:
+    """A new key for ``profile``; the caller shows it once, since only its hash is kept."""
+    workspace.check_profile_name(profile)
+    created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with _open(root, create=True) as db:
+        for _ in range(8):  # a prefix collision (48 random bits) is all but impossible; retry anyway
+            key = KEY_MARK + secrets.token_urlsafe(32)
+            try:
+                with db:
+                    db.execute(
+                        "INSERT INTO api_keys (prefix, sha256, profile, created_at) VALUES (?, ?, ?, ?)",
+                        (key[:PREFIX_LEN], _digest(key), profile, created_at),
+                    )
+                return key
+            except sqlite3.IntegrityError:
+                continue
+    raise RuntimeError("could not find an unused key prefix")
+
+
+def _match(key: Any, rows: dict[str, tuple[bytes, str]]) -> str | None:
+    if not isinstance(key, str) or not key.startswith(KEY_MARK) or len(key) <= PREFIX_LEN:
+        return None
+    found = rows.get(key[:PREFIX_LEN])
+    if found is None:
+        return None
+    digest, profile = found
+    return profile if hmac.compare_digest(_digest(key), digest) else None
+
+
+def _load(db: sqlite3.Connection | None) -> dict[str, tuple[bytes, str]]:
+    if db is None:
+        return {}
+    return {prefix: (bytes(digest), profile) for prefix, digest, profile in db.execute(
+        "SELECT prefix, sha256, profile FROM api_keys")}
+
+
+def verify_key(key: str, root: Path | None = None) -> str | None:
+    """The profile ``key`` is scoped to, or None for an unknown, revoked or malformed key."""
+    if not isinstance(key, str) or len(key) <= PREFIX_LEN:
+        return None
+    with _open(root) as db:
+        if db is None:
+            return None
+        row = db.execute("SELECT sha256, profile FROM api_keys WHERE prefix=?", (key[:PREFIX_LEN],)).fetchone()
+    return _match(key, {key[:PREFIX_LEN]: (bytes(row[0]), row[1])}) if row else None
+
+
+def any_keys(root: Path | None = None) -> bool:
+    with _open(root) as db:
+        return db is not None and db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
+
+
+def list_keys(root: Path | None = None) -> list[dict[str, str]]:
+    """Keys as ``{"prefix", "profile", "created_at"}``, oldest first; never the keys themselves."""
+    with _open(root) as db:
+        if db is None:
+            return []
+        rows = db.execute("SELECT prefix, profile, created_at FROM api_keys ORDER BY created_at, rowid").fetchall()
+    return [{"prefix": p, "profile": profile, "created_at": c} for p, profile, c in rows]
+
+
+def revoke_key(prefix: str, root: Path | None = None) -> bool:
+    """Delete the key listed under ``prefix`` (or a whole key); False when there is none."""
+    with _open(root) as db:
+        if db is None:
+            return False
+        with db:
+            gone = db.execute("DELETE FROM api_keys WHERE prefix=?", (prefix[:PREFIX_LEN],)).rowcount
+    return gone > 0
+
+
+class KeyRing:
+    """The key store as a long-running server sees it: held in memory, reloaded when the files change.
+
+    Two ``stat`` calls a request; keys created or revoked while the server runs count on the next request.
+    The WAL file is watched too, since a commit may reach only it until the next checkpoint.
+    """
+
+    def __init__(self, root: Path | None = None):
+        self.path = keys_path(root)
+        self._root = root
+        self._signature: tuple | None = None
+        self._rows: dict[str, tuple[bytes, str]] = {}
+        self._lock = threading.Lock()
+
+    def _stat(self) -> tuple:
+        out = []
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                st = path.stat()
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except FileNotFoundError:
+                out.append(None)
+        return tuple(out)
+
+    def _current(self) -> dict[str, tuple[bytes, str]]:
+        signature = self._stat()
+        if signature != self._signature:
+            with self._lock:
+                if signature != self._signature:
+                    with _open(self._root) as db:
+                        self._rows = _load(db)
+                    self._signature = signature
+        return self._rows
+
+    def configured(self) -> bool:
+        return bool(self._current())
+
+    def profile_of(self, key: str | None) -> str | None:
+        return _match(key, self._current())

@@ -1,0 +1,119 @@
+"""API keys in the service: 401 without a valid key, and a key never reaches another profile (404)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from qualia import keys, workspace
+from qualia.index import build_index
+from service.app import create_app
+from service.settings import ServiceSettings
+
+from index_fixtures import PROFILE, SHARED_FIRST_URL, write_sample_corpus
+
+OTHER = "bob"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from qualia.backbone import load_backbone
+    from qualia.embed import Encoder
+
+    root = tmp_path_factory.mktemp("auth-home")
+    write_sample_corpus(root)
+    build_index(PROFILE, Encoder.load(load_backbone("qualia-tiny")), None, root=root)
+    shutil.copytree(workspace.profile_dir(PROFILE, root), workspace.profile_dir(OTHER, root))
+    version = workspace.new_version()  # both profiles have a report to (not) reach
+    for name in (PROFILE, OTHER):
+        workspace.atomic_write_json(workspace.profile_dir(name, root) / "adapters" / version / "metrics.json",
+                                    {"pairs": 1, "of": name})
+    return root
+
+
+@pytest.fixture(scope="module")
+def client(home: Path) -> Iterator[TestClient]:
+    with TestClient(create_app(ServiceSettings(home=home))) as c:
+        yield c
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def paths(profile: str, sha: str) -> list[tuple[str, str]]:
+    return [
+        ("POST", f"/v1/profiles/{profile}/search"),
+        ("GET", f"/v1/profiles/{profile}/items/substack:post:3"),
+        ("GET", f"/v1/profiles/{profile}/images/img-{sha}"),
+        ("GET", f"/v1/profiles/{profile}/report"),
+    ]
+
+
+def image_sha(home: Path) -> str:
+    from qualia.corpus import Corpus
+
+    with Corpus(workspace.corpus_path(PROFILE, home), readonly=True) as c:
+        return c.db.execute("SELECT sha256 FROM image_urls WHERE url=?", (SHARED_FIRST_URL,)).fetchone()[0]
+
+
+def call(client: TestClient, method: str, path: str, headers: dict[str, str] | None = None):
+    body = {"json": {"text": "a rock pool", "k": 2}} if method == "POST" else {}
+    return client.request(method, path, headers=headers, **body)
+
+
+def test_open_without_keys_then_closed_once_a_key_exists(client: TestClient, home: Path) -> None:
+    # Runs first in this module: the store is empty, so everything is open (loopback protects it).
+    assert {p["name"] for p in client.get("/v1/profiles").json()["profiles"]} == {PROFILE, OTHER}
+    assert call(client, "POST", f"/v1/profiles/{OTHER}/search").status_code == 200
+    key = keys.create_key(PROFILE, home)  # while the server runs
+    r = client.get("/v1/profiles")
+    assert r.status_code == 401 and r.json()["detail"]
+    assert client.get("/v1/profiles", headers=bearer(key)).status_code == 200
+
+
+def test_missing_or_bad_key_is_401(client: TestClient, home: Path) -> None:
+    key = keys.create_key(PROFILE, home)
+    sha = image_sha(home)
+    tampered = key[:-1] + ("A" if key[-1] != "A" else "B")
+    for headers in (None, bearer(tampered), bearer("qk_nonsense"), bearer(""), {"Authorization": f"Basic {key}"},
+                    {"Authorization": key}):
+        for method, path in [("GET", "/v1/profiles"), *paths(PROFILE, sha), *paths("nobody", sha)]:
+            r = call(client, method, path, headers)
+            assert r.status_code == 401, (headers, path, r.text)
+            assert r.json()["detail"] and r.headers["www-authenticate"].startswith("Bearer")
+    assert client.get("/healthz").json() == {"status": "ok"}  # stays open
+
+
+def test_a_key_reaches_only_its_own_profile(client: TestClient, home: Path) -> None:
+    alice, bob = bearer(keys.create_key(PROFILE, home)), bearer(keys.create_key(OTHER, home))
+    sha = image_sha(home)
+    for method, path in paths(PROFILE, sha):
+        assert call(client, method, path, alice).status_code == 200, path
+        # Another profile is exactly a profile that does not exist.
+        theirs = call(client, method, path.replace(f"/{PROFILE}/", f"/{OTHER}/"), alice)
+        missing = call(client, method, path.replace(f"/{PROFILE}/", "/nobody/"), alice)
+        assert theirs.status_code == missing.status_code == 404, path
+        assert theirs.json()["detail"].replace(OTHER, "?") == missing.json()["detail"].replace("nobody", "?")
+    assert call(client, "GET", f"/v1/profiles/{OTHER}/report", bob).json()["of"] == OTHER
+    assert call(client, "GET", f"/v1/profiles/{PROFILE}/report", bob).status_code == 404
+    assert [p["name"] for p in client.get("/v1/profiles", headers=alice).json()["profiles"]] == [PROFILE]
+    assert [p["name"] for p in client.get("/v1/profiles", headers=bob).json()["profiles"]] == [OTHER]
+
+
+def test_revoked_key_is_401_and_require_keys_stays_closed_when_empty(client: TestClient, home: Path, tmp_path: Path) -> None:
+    key = keys.create_key(PROFILE, home)
+    assert client.get("/v1/profiles", headers=bearer(key)).status_code == 200
+    keys.revoke_key(key[: keys.PREFIX_LEN], home)
+    assert client.get("/v1/profiles", headers=bearer(key)).status_code == 401
+    # An empty store with require_keys (what `qualia serve` sets off loopback) is closed, not open.
+    empty = tmp_path / "empty-home"
+    shutil.copytree(workspace.profile_dir(PROFILE, home), workspace.profile_dir(PROFILE, empty))
+    with TestClient(create_app(ServiceSettings(home=empty, require_keys=True, preload=False))) as c:
+        assert c.get("/v1/profiles").status_code == 401
+        assert c.get(f"/v1/profiles/{PROFILE}/report").status_code == 401
+        assert c.get("/healthz").status_code == 200
