@@ -7,7 +7,6 @@ import json
 import sys
 
 from crawler.run import crawl
-from qualia.workspace import InvalidProfileName
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stats = crawl(args.profile, args.substack, args.pinterest, depth=args.depth, max_items=args.max_items,
                       delay=args.delay, progress=args.progress, log_level=args.log_level)
-    except (ValueError, InvalidProfileName) as e:
+    except ValueError as e:  # InvalidProfileName included
         sys.stderr.write(f"error: {e}\n")
         return 2
     sys.stdout.write(json.dumps(stats) + "\n")

@@ -9,6 +9,7 @@ that finished removes it, so the next one starts over and adds only what is new.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 from scrapy.crawler import CrawlerProcess
 from scrapy.settings import Settings
 
+from crawler import settings as default_settings
 from crawler.pipelines import close_sink, open_sink
 from crawler.spiders.pinterest import PinterestSpider
 from crawler.spiders.substack import SubstackSpider
@@ -27,11 +29,8 @@ from qualia import workspace
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-DEFAULT_URLS = {
-    "QUALIA_SUBSTACK_URL": "https://substack.com",
-    "QUALIA_SUBSTACK_PUBLICATION_URL": None,  # default: https://{subdomain}.substack.com or the custom domain
-    "QUALIA_PINTEREST_URL": "https://www.pinterest.com",
-}
+DEFAULT_URLS = {key: getattr(default_settings, key) for key in
+                ("QUALIA_SUBSTACK_URL", "QUALIA_SUBSTACK_PUBLICATION_URL", "QUALIA_PINTEREST_URL")}
 _crawled = False
 
 
@@ -76,8 +75,8 @@ def crawl(profile: str, substack: list[str], pinterest: list[str], depth: int = 
         raise ValueError(f"depth must be 1 or 2, not {depth!r}")
     if max_items is not None and max_items < 1:
         raise ValueError(f"max_items must be at least 1, not {max_items!r}")
-    if delay < 0:
-        raise ValueError(f"delay must be 0 or more seconds, not {delay!r}")
+    if not 0 <= delay < math.inf:  # NaN fails this too
+        raise ValueError(f"delay must be a finite number of seconds, 0 or more, not {delay!r}")
     urls = source_urls()
     if _crawled:
         raise RuntimeError("crawl() runs Scrapy's reactor, which cannot restart: one crawl per process")
@@ -102,16 +101,17 @@ def crawl(profile: str, substack: list[str], pinterest: list[str], depth: int = 
     }, priority="cmdline")
 
     sink = open_sink(profile, max_items, settings.getint("QUALIA_COMMIT_EVERY"))
-    process = _quiet_process(settings)
     crawlers = []
-    for spidercls, names in ((SubstackSpider, substack), (PinterestSpider, pinterest)):
-        if names:
-            crawler = process.create_crawler(spidercls)
-            crawlers.append(crawler)
-            process.crawl(crawler, names=names, depth=depth)
-    ticker = _progress_ticker(sink) if progress else None
+    ticker = None
     started = time.monotonic()
     try:
+        process = _quiet_process(settings)
+        for spidercls, names in ((SubstackSpider, substack), (PinterestSpider, pinterest)):
+            if names:
+                crawler = process.create_crawler(spidercls)
+                crawlers.append(crawler)
+                process.crawl(crawler, names=names, depth=depth)
+        ticker = _progress_ticker(sink) if progress else None
         process.start()
     finally:
         if ticker is not None:

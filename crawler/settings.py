@@ -1,8 +1,10 @@
 """Scrapy settings of the qualia crawler: polite defaults for the real sites.
 
-``crawler.run.crawl`` overrides the per-crawl values (profile, depth, delay, base URLs, JOBDIR).
+``crawler.run.crawl`` overrides the per-crawl values (profile, depth, delay, base URLs, the JOBDIR root).
 Nothing here is secret and nothing is read from the environment at import time.
 """
+
+from qualia import corpus as _corpus
 
 BOT_NAME = "qualia"
 SPIDER_MODULES = ["crawler.spiders"]
@@ -27,7 +29,7 @@ CONCURRENT_REQUESTS_PER_DOMAIN = 16
 DOWNLOAD_TIMEOUT = 30
 # Pipelines here are synchronous; Scrapy's default of 100 starts 100 tasks for every callback's output.
 CONCURRENT_ITEMS = 8
-DOWNLOAD_MAXSIZE = 20 * 1024 * 1024  # qualia.corpus refuses larger pictures anyway
+DOWNLOAD_MAXSIZE = _corpus.MAX_IMAGE_BYTES  # the corpus refuses larger pictures anyway
 
 # 429 and 5xx are retried after a growing wait (crawler.middlewares.BackoffRetryMiddleware).
 RETRY_ENABLED = True

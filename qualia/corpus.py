@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS image_refs (
     position INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (item_id, url)
 );
+CREATE INDEX IF NOT EXISTS image_refs_url ON image_refs(url);
 CREATE TABLE IF NOT EXISTS image_urls (
     url        TEXT PRIMARY KEY,
     sha256     TEXT NOT NULL REFERENCES images(sha256),
@@ -121,9 +122,9 @@ def validate_image(data: bytes) -> tuple[str, int, int]:
             if width * height > MAX_IMAGE_PIXELS:
                 raise InvalidImage(f"image of {width}x{height} pixels is too large")
             im.verify()
+    except InvalidImage:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, InvalidImage):
-            raise
         raise InvalidImage(f"not a readable image: {e}") from e
     if fmt not in _FORMAT_EXT:
         raise InvalidImage(f"unsupported image format {fmt or 'unknown'!r}")

@@ -35,8 +35,15 @@ SPLIT_FILE = "split.json"
 KS = (1, 5, 10)
 
 
-def _unique_images(pairs: Sequence[Pair]) -> list[str]:
+def unique_images(pairs: Sequence[Pair]) -> list[str]:
+    """The pairs' pictures (sha256), each once, in order of first appearance."""
     return list(dict.fromkeys(p.image_sha256 for p in pairs))
+
+
+def preprocess_images(pairs: Sequence[Pair], backbone: Backbone, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(n_unique, 3, S, S) the pairs' pictures, each read and preprocessed once, in ``unique_images`` order."""
+    path_of = {p.image_sha256: p.image_path for p in pairs}
+    return torch.stack([backbone.preprocess(open_image(path_of[s])).to(dtype) for s in unique_images(pairs)])
 
 
 def _recalls(sim: np.ndarray, positive: np.ndarray) -> dict[str, float]:
@@ -52,7 +59,7 @@ def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequen
     ``text_emb`` (n_pairs, d) follows ``pairs``; ``image_emb`` is either (n_pairs, d), following
     ``pairs`` (repeated pictures are folded), or (n_unique, d) in first-appearance order of the pairs' pictures.
     """
-    shas = _unique_images(pairs)
+    shas = unique_images(pairs)
     if len(text_emb) != len(pairs):
         raise ValueError(f"{len(text_emb)} text embeddings for {len(pairs)} pairs")
     if len(image_emb) == len(pairs) and len(shas) != len(pairs):
@@ -82,19 +89,9 @@ def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequen
     }
 
 
-def encoder_metrics(encoder: Encoder, pairs: Sequence[Pair], pixels: Any = None) -> dict[str, Any]:
-    """retrieval_metrics of ``encoder``; ``pixels`` are the unique pictures already preprocessed, if at hand."""
-    shas = _unique_images(pairs)
-    if pixels is not None:
-        image_emb = encoder.encode_pixels(pixels)
-    else:
-        path_of = {p.image_sha256: p.image_path for p in pairs}
-        image_emb = encoder.encode_image_paths([path_of[s] for s in shas])
-    return retrieval_metrics(encoder.encode_texts([p.text for p in pairs]), image_emb, pairs)
-
-
-def evaluate_pairs(backbone: Backbone, adapter_dir: Path | None, pairs: Sequence[Pair]) -> dict[str, Any]:
-    return encoder_metrics(Encoder.load(backbone, adapter_dir), pairs)
+def encoder_metrics(encoder: Encoder, pairs: Sequence[Pair], pixels: torch.Tensor) -> dict[str, Any]:
+    """retrieval_metrics of ``encoder``; ``pixels`` are the pairs' ``preprocess_images``."""
+    return retrieval_metrics(encoder.encode_texts([p.text for p in pairs]), encoder.encode_pixels(pixels), pairs)
 
 
 def validation_pairs(profile: str, adapter_dir: Path) -> list[Pair]:
@@ -115,9 +112,7 @@ def evaluate_profile(profile: str, adapter_version: str | None = None) -> dict[s
     if not pairs:
         raise ValueError(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
     backbone = load_backbone(meta["backbone"], meta.get("pretrained"))
-    path_of = {p.image_sha256: p.image_path for p in pairs}
-    # one read of each picture serves both encoders
-    pixels = torch.stack([backbone.preprocess(open_image(path_of[s])) for s in _unique_images(pairs)])
+    pixels = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     return {
         "pairs": len(pairs),
         "base": encoder_metrics(Encoder.load(backbone), pairs, pixels),

@@ -28,6 +28,7 @@ import numpy as np
 
 from qualia import workspace
 from qualia.corpus import Corpus, ImageOccurrence
+from qualia.pairs import corpus_pairs
 
 if TYPE_CHECKING:
     from qualia.embed import Encoder
@@ -133,8 +134,7 @@ def _first_urls(corpus: Corpus) -> dict[str, str]:
     return first
 
 
-def _image_rows(corpus: Corpus) -> list[_Row]:
-    first_url = _first_urls(corpus)
+def _image_rows(corpus: Corpus, first_url: dict[str, str]) -> list[_Row]:
     best: dict[str, _Row] = {}
     degree: dict[str, int] = {}
     for occ in corpus.image_occurrences():
@@ -168,11 +168,8 @@ def _image_rows(corpus: Corpus) -> list[_Row]:
     return rows
 
 
-def _text_rows(corpus: Corpus) -> list[_Row]:
-    from qualia.pairs import corpus_pairs
-
+def _text_rows(corpus: Corpus, first_url: dict[str, str]) -> list[_Row]:
     items = {row["id"]: row for row in corpus.items()}
-    first_url = _first_urls(corpus)
     best: dict[str, _Row] = {}
 
     def offer(text: str | None, item_id: str, degree: int, sha256: str | None) -> None:
@@ -242,10 +239,6 @@ def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> np.ndarray:
     return vectors
 
 
-def _backbone_identity(encoder: Encoder) -> dict[str, Any]:
-    return encoder.backbone.describe()  # {backbone, pretrained, weights_sha256}
-
-
 def build_index(
     profile: str,
     encoder: Encoder,
@@ -256,8 +249,9 @@ def build_index(
     """Embed every unique stored picture and every distinct text of the profile's corpus; returns the new version folder."""
     path = workspace.corpus_path(profile, root)
     with Corpus(path, images_root=workspace.images_dir(root), readonly=True) as corpus:
-        image_rows = _image_rows(corpus)
-        text_rows = _text_rows(corpus)
+        first_url = _first_urls(corpus)
+        image_rows = _image_rows(corpus, first_url)
+        text_rows = _text_rows(corpus, first_url)
     if not image_rows and not text_rows:
         raise NothingToIndex(f"profile {profile!r} has nothing to index: its corpus holds no pictures or texts")
     log.info("indexing %s: %d images, %d texts", profile, len(image_rows), len(text_rows))
@@ -279,7 +273,7 @@ def build_index(
         manifest = {
             "profile": profile,
             "faiss_version": faiss.__version__,
-            **_backbone_identity(encoder),
+            **encoder.backbone.describe(),  # backbone, pretrained, weights_sha256
             "adapter_version": adapter_version,
             "dim": int(encoder.dim),
             "metric": "inner_product",

@@ -66,6 +66,10 @@ def adapters_dir(profile: str) -> Path:
     return workspace.profile_dir(profile) / "adapters"
 
 
+def _missing_peft_files(folder: Path) -> list[str]:
+    return [f for f in PEFT_FILES if not (folder / f).is_file()]
+
+
 def attach_lora(backbone: Backbone, settings: LoraSettings) -> peft.PeftModel:
     """A trainable copy of the backbone with LoRA injected; only LoRA parameters require grad.
 
@@ -87,7 +91,7 @@ def save_adapter(model: peft.PeftModel, folder: Path, meta: dict[str, Any]) -> N
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(folder))
     (folder / "README.md").unlink(missing_ok=True)  # peft's generic model card; qualia.json says more
-    missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
+    missing = _missing_peft_files(folder)
     if missing:
         raise RuntimeError(f"peft did not write {missing} into {folder}")
     record = {**getattr(model, "qualia_meta", {}), **meta}
@@ -125,7 +129,7 @@ def load_adapter(backbone: Backbone, folder: Path) -> torch.nn.Module:
     folder = Path(folder)
     meta = read_adapter_meta(folder)
     check_compatible(backbone, meta, folder)
-    missing = [f for f in PEFT_FILES if not (folder / f).is_file()]
+    missing = _missing_peft_files(folder)
     if missing:
         raise FileNotFoundError(f"adapter {folder} is incomplete: missing {missing}")
     model = peft.PeftModel.from_pretrained(copy.deepcopy(backbone.model), str(folder))

@@ -99,9 +99,6 @@ class BackboneCache:
                 self._loaded[key] = load_backbone(name, pretrained, device=self.device)
             return self._loaded[key]
 
-    def loaded(self) -> list[tuple[str, str | None]]:
-        return list(self._loaded)
-
 
 def adapter_folder(profile: str, version: str, root: Path | None = None) -> Path:
     if not workspace.VERSION_NAME.fullmatch(version or ""):
@@ -153,12 +150,16 @@ class ProfileSearcher:
         root: Path | None = None,
         backbones: BackboneCache | None = None,
     ) -> ProfileSearcher:
+        from qualia.backbone import BackboneUnavailable
         from qualia.embed import Encoder
 
         manifest = read_manifest(folder)
         if not manifest.get("backbone"):
             raise IndexMismatch(f"index {folder.name} of {profile!r} does not record its backbone; rebuild it")
-        backbone = (backbones or BackboneCache()).get(manifest["backbone"], manifest.get("pretrained"))
+        try:
+            backbone = (backbones or BackboneCache()).get(manifest["backbone"], manifest.get("pretrained"))
+        except BackboneUnavailable as e:  # e.g. hub weights not cached on this machine
+            raise IndexMismatch(f"index {folder.name} of {profile!r} needs a backbone not available here: {e}") from e
         built_with = manifest.get("weights_sha256")
         if built_with and backbone.weights_sha256 != built_with:
             raise IndexMismatch(

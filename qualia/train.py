@@ -43,8 +43,8 @@ from PIL import Image, ImageDraw, ImageFont
 from qualia import __version__, workspace
 from qualia.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
 from qualia.corpus import Corpus
-from qualia.embed import Encoder, open_image
-from qualia.evaluate import SPLIT_FILE, encoder_metrics
+from qualia.embed import Encoder
+from qualia.evaluate import SPLIT_FILE, encoder_metrics, preprocess_images, unique_images
 from qualia.lora import LoraSettings, adapters_dir, attach_lora, save_adapter
 from qualia.pairs import Pair, corpus_pairs, split_pairs
 
@@ -79,6 +79,7 @@ class TrainSettings:
             raise ValueError("training needs epochs >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
+        self.lora()  # bad LoRA settings fail here, before the backbone and pictures are loaded
 
     def lora(self) -> LoraSettings:
         return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout)
@@ -104,13 +105,6 @@ def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, i
         text_of=torch.tensor([text_ids.setdefault(p.text, len(text_ids)) for p in pairs], dtype=torch.long),
         weight=torch.tensor([p.weight for p in pairs], dtype=torch.float32),
     )
-
-
-def _load_pixels(pairs: list[Pair], backbone: Backbone) -> tuple[dict[str, int], torch.Tensor]:
-    path_of = {p.image_sha256: p.image_path for p in pairs}
-    shas = list(path_of)
-    pixels = torch.stack([backbone.preprocess(open_image(path_of[s])).half() for s in shas])
-    return {s: i for i, s in enumerate(shas)}, pixels
 
 
 def contrastive_loss(
@@ -282,7 +276,8 @@ def train_profile(
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
         device = backbone.device
-        row_of_image, pixels = _load_pixels(train + val, backbone)
+        pixels = preprocess_images(train + val, backbone, torch.float16)
+        row_of_image = {sha: i for i, sha in enumerate(unique_images(train + val))}
         train_data = _build_data(train, backbone, row_of_image, pixels)
         val_data = _build_data(val, backbone, row_of_image, pixels)
         log.info("%d training pairs, %d validation pairs, %d pictures cached", len(train), len(val), len(pixels))
@@ -341,8 +336,7 @@ def train_profile(
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, record)
 
-        val_order = list(dict.fromkeys(p.image_sha256 for p in val))
-        val_pixels = pixels[[row_of_image[s] for s in val_order]]
+        val_pixels = pixels[[row_of_image[s] for s in unique_images(val)]]
         metrics = {
             "pairs": len(val),
             "base": encoder_metrics(Encoder(backbone.model, backbone), val, val_pixels),

@@ -27,6 +27,3 @@ class ServiceSettings(BaseSettings):
     @property
     def root(self) -> Path:
         return Path(self.home).expanduser() if self.home else workspace.home()
-
-
-Settings = ServiceSettings

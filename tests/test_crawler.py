@@ -17,7 +17,7 @@ import pytest
 
 from crawler.run import check_names, crawl, source_urls
 from crawler.spiders import api_url
-from crawler.spiders.pinterest import best_image_url, next_bookmark
+from crawler.spiders.pinterest import PinterestSpider, best_image_url, next_bookmark
 from crawler.spiders.substack import SubstackSpider
 from qualia.corpus import Corpus
 from qualia.samplesite import SampleSite
@@ -72,6 +72,21 @@ def test_pinterest_bookmark_stop_rule() -> None:
     assert next_bookmark({"resource_response": {}}) is None and next_bookmark(None) is None
 
 
+def test_pin_with_drifted_schema_keeps_what_it_can() -> None:
+    spider = PinterestSpider()
+    spider.root = "http://127.0.0.1:9/pinterest"
+    pin = {
+        "id": "42", "title": "tidewater cup",
+        "images": {"orig": {"url": "http://127.0.0.1:9/pinimg/originals/a.jpg"}},
+        "carousel_data": {"carousel_slots": 7},
+        "story_pin_data": {"pages": [{"blocks": "text"}, 3, {"blocks": [{"image": 5}, {"text": "x"}]}]},
+        "board": ["not", "a", "dict"],
+    }
+    record = spider.pin_record(pin, 1, None, False)
+    assert record is not None and record.id == "pinterest:pin:42"
+    assert [ref.url for ref in record.images] == ["http://127.0.0.1:9/pinimg/originals/a.jpg"]
+
+
 def test_base_urls_with_a_path_prefix_are_appended_to() -> None:
     assert api_url("http://127.0.0.1:8123/substack", "/api/v1/user/mara/public_profile") == \
         "http://127.0.0.1:8123/substack/api/v1/user/mara/public_profile"
@@ -88,6 +103,7 @@ def test_publication_base_url_rules() -> None:
     spider.publication_template = "http://127.0.0.1:9/pub/{subdomain}"
     assert spider.publication_base({"subdomain": "tide", "custom_domain": "tide.example"}) == "http://127.0.0.1:9/pub/tide"
     assert spider.publication_base({"subdomain": "../etc"}) is None
+    assert spider.publication_base({"subdomain": "tide\n"}) is None
 
 
 def test_image_choice_and_arguments_are_checked() -> None:
@@ -106,6 +122,9 @@ def test_image_choice_and_arguments_are_checked() -> None:
         crawl("ok", ["mara"], [], depth=3)
     with pytest.raises(ValueError, match="nothing to crawl"):
         crawl("ok", [], [])
+    for delay in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="delay"):
+            crawl("ok", ["mara"], [], delay=delay)
 
 
 def test_command_line_refuses_bad_input_without_touching_disk(tmp_path: Path) -> None:

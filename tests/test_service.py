@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,27 +23,20 @@ from qualia.index import MANIFEST_FILE, ProfileIndex, build_index, index_dir, la
 from service.app import create_app
 from service.settings import ServiceSettings
 
+from tests.conftest import free_port
 from index_fixtures import CDN, PROFILE, SHARED_FIRST_URL, picture, write_sample_corpus
 
 MAX_BODY = 256 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 MAX_PIXELS = 512 * 512
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from qualia.backbone import load_backbone
+def home(tmp_path_factory: pytest.TempPathFactory, tiny) -> Path:
     from qualia.embed import Encoder
 
     root = tmp_path_factory.mktemp("service-home")
     write_sample_corpus(root)
-    build_index(PROFILE, Encoder.load(load_backbone("qualia-tiny")), None, root=root)
+    build_index(PROFILE, Encoder.load(tiny), None, root=root)
     # A profile with a corpus and no index yet.
     write_sample_corpus(root, "noindex")
     return root
@@ -235,6 +227,11 @@ def test_index_built_with_other_weights_or_missing_adapter_is_refused(client: Te
     r = client.post("/v1/profiles/lostadapter/search", json={"text": "shell"})
     assert r.status_code == 409 and "20240101T000000000000Z" in r.json()["detail"]
 
+    copy_profile(home, "otherbackbone")
+    _edit_manifest(home, "otherbackbone", backbone="no-such-model")
+    r = client.post("/v1/profiles/otherbackbone/search", json={"text": "shell"})
+    assert r.status_code == 409 and "no-such-model" in r.json()["detail"]
+
     copy_profile(home, "corrupt")
     folder = index_dir("corrupt", home) / workspace.latest_version(index_dir("corrupt", home))
     (folder / "index.faiss").write_bytes(b"garbage")
@@ -268,16 +265,15 @@ def test_search_over_http_under_uvicorn(home: Path) -> None:
     assert not thread.is_alive()
 
 
-def test_profile_with_adapter_is_served_with_that_adapter(client: TestClient, home: Path) -> None:
+def test_profile_with_adapter_is_served_with_that_adapter(client: TestClient, home: Path, tiny) -> None:
     import torch
 
-    from qualia.backbone import load_backbone
     from qualia.embed import Encoder
     from qualia.lora import META_FILE, LoraSettings, attach_lora, save_adapter
 
     profile = "adapted"
     copy_profile(home, profile)
-    backbone = load_backbone("qualia-tiny")
+    backbone = tiny
     model = attach_lora(backbone, LoraSettings(rank=4))
     with torch.no_grad():  # a fresh LoRA is the identity (B = 0); make it change the embeddings
         for name, p in model.named_parameters():

@@ -167,6 +167,11 @@ def test_too_few_pairs_is_a_clear_error(tmp_path, monkeypatch):
         train_profile("tiny", TrainSettings(epochs=1, **FAST))
 
 
+def test_bad_lora_settings_fail_before_any_loading():
+    with pytest.raises(ValueError, match="LoRA rank"):
+        TrainSettings(rank=0)
+
+
 def _pairs(shas: list[str]) -> list[Pair]:
     return [Pair(f"t{i}", sha, Path("/x"), f"a{i}", "pinterest", 1, "pin", 1.0) for i, sha in enumerate(shas)]
 

@@ -50,6 +50,15 @@ def best_image_url(images: Any) -> str | None:
     return sized[0]["url"] if sized else None
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    """The dict entries of a JSON list; anything else (a site's schema drift) reads as empty."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def iso_date(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
@@ -100,7 +109,7 @@ class PinterestSpider(CorpusSpider):
             node = f"pinterest:user:{username}"
             yield Record(node, "pinterest", "user", 0, title=username, url=api_url(self.root, f"{quote(username)}/"),
                          data={"username": username})
-            meta = {"degree": 0, "node": node, "username": username}
+            meta = {"degree": 0, "node": node}
             yield self.resource("Boards", {"username": username, "page_size": self.page_size,
                                            "sort": "last_pinned_to", "field_set_key": "profile_grid_item"},
                                 f"/{username}/boards/", self.parse_boards, meta)
@@ -112,7 +121,7 @@ class PinterestSpider(CorpusSpider):
 
     def board_record(self, board: dict[str, Any], degree: int, via: tuple[str, str] | None,
                      complete: bool) -> Record | None:
-        if not isinstance(board.get("id"), (str, int)) or not PIN_ID.match(str(board["id"])):
+        if not isinstance(board.get("id"), (str, int)) or not PIN_ID.fullmatch(str(board["id"])):
             return None
         owner = board.get("owner") if isinstance(board.get("owner"), dict) else {}
         path = board.get("url") if isinstance(board.get("url"), str) else None
@@ -160,7 +169,7 @@ class PinterestSpider(CorpusSpider):
 
     def pin_record(self, pin: dict[str, Any], degree: int, via: tuple[str, str] | None, complete: bool) -> Record | None:
         pin_id = str(pin.get("id") or "")
-        if not PIN_ID.match(pin_id):
+        if not PIN_ID.fullmatch(pin_id):
             return None
         images: dict[str, ImageRef] = {}
 
@@ -169,19 +178,17 @@ class PinterestSpider(CorpusSpider):
                 images[url] = ImageRef(url, role, clean_text(alt), clean_text(caption), position)
 
         add(best_image_url(pin.get("images")), "pin", pin.get("alt_text") or pin.get("auto_alt_text"))
-        carousel = pin.get("carousel_data") if isinstance(pin.get("carousel_data"), dict) else {}
-        for k, slot in enumerate(carousel.get("carousel_slots") or []):
-            if isinstance(slot, dict):
-                add(best_image_url(slot.get("images")), "carousel", slot.get("title"), slot.get("details"), k)
-        story = pin.get("story_pin_data") if isinstance(pin.get("story_pin_data"), dict) else {}
-        for k, page in enumerate(story.get("pages") or []):
-            blocks = [b for b in (page.get("blocks") or []) if isinstance(b, dict)] if isinstance(page, dict) else []
+        carousel = _dict(pin.get("carousel_data"))
+        for k, slot in enumerate(_dicts(carousel.get("carousel_slots"))):
+            add(best_image_url(slot.get("images")), "carousel", slot.get("title"), slot.get("details"), k)
+        story = _dict(pin.get("story_pin_data"))
+        for k, page in enumerate(_dicts(story.get("pages"))):
+            blocks = _dicts(page.get("blocks"))
             words = clean_text(*(b.get("text") for b in blocks))
             for block in blocks:
-                image = block.get("image") if isinstance(block.get("image"), dict) else {}
-                add(best_image_url(image.get("images")), "story", None, words, k)
-        board = pin.get("board") if isinstance(pin.get("board"), dict) else {}
-        pinner = pin.get("pinner") if isinstance(pin.get("pinner"), dict) else {}
+                add(best_image_url(_dict(block.get("image")).get("images")), "story", None, words, k)
+        board = _dict(pin.get("board"))
+        pinner = _dict(pin.get("pinner"))
         # A video pin keeps its still images; the video itself is never fetched.
         is_video = bool(pin.get("videos") or pin.get("is_video"))
         return Record(

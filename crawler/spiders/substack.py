@@ -31,12 +31,12 @@ class SubstackSpider(CorpusSpider):
     def publication_base(self, pub: dict[str, Any]) -> str | None:
         """Where a publication's API lives: the configured template wins over its custom domain."""
         subdomain = pub.get("subdomain")
-        if not isinstance(subdomain, str) or not SUBDOMAIN.match(subdomain):
+        if not isinstance(subdomain, str) or not SUBDOMAIN.fullmatch(subdomain):
             return None
         if self.publication_template:
             return self.publication_template.replace("{subdomain}", subdomain)
         domain = pub.get("custom_domain")
-        if isinstance(domain, str) and DOMAIN.match(domain.lower()):
+        if isinstance(domain, str) and DOMAIN.fullmatch(domain.lower()):
             return f"https://{domain.lower()}"
         return f"https://{subdomain}.substack.com"
 
@@ -143,12 +143,13 @@ class SubstackSpider(CorpusSpider):
         record = Record(
             f"substack:post:{post['id']}", "substack", "post", degree,
             via=(f"substack:publication:{meta['pub_id']}", "publishes"), title=post.get("title"),
-            text=clean_text(post.get("subtitle"), body_text), url=post.get("canonical_url"),
+            text=clean_text(post.get("subtitle"), body_text),
+            url=post["canonical_url"] if is_web_url(post.get("canonical_url")) else None,
             published_at=post.get("post_date"), data=data, images=images, complete=complete,
         )
         yield from self.with_pictures(record)
         slug = post.get("slug")
-        if not complete and isinstance(slug, str) and SLUG.match(slug):
+        if not complete and isinstance(slug, str) and SLUG.fullmatch(slug):
             yield Request(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
                           meta={k: meta[k] for k in ("degree", "pub_id", "base")})
 

@@ -115,14 +115,14 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from qualia.backbone import DEFAULT_BACKBONE
     from qualia.train import TrainSettings, train_profile
 
     workspace.check_profile_name(args.profile)
     if not workspace.corpus_path(args.profile).exists():
         raise CommandError(f"profile {args.profile!r} has no corpus yet: run `qualia crawl {args.profile} ...` first")
-    overrides = {k: v for k, v in {"epochs": args.epochs, "rank": args.rank}.items() if v is not None}
-    settings = TrainSettings(backbone=args.backbone or DEFAULT_BACKBONE, pretrained=args.pretrained, device=args.device, **overrides)
+    given = {"backbone": args.backbone, "epochs": args.epochs, "rank": args.rank}
+    overrides = {k: v for k, v in given.items() if v is not None}
+    settings = TrainSettings(pretrained=args.pretrained, device=args.device, **overrides)
     folder = train_profile(args.profile, settings, progress=_progress())
     # training already measured the held-out pairs; `qualia eval` measures again from the files
     report = json.loads((folder / "metrics.json").read_text())

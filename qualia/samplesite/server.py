@@ -29,6 +29,7 @@ from qualia.samplesite.content import (
     PINTEREST_PAGE_SIZE,
     PINTEREST_ROOT,
     PINVIDEO,
+    PUBLICATION_ROOT,
     SUBSTACK_ROOT,
     Board,
     Pin,
@@ -135,7 +136,7 @@ class SampleSite:
 
     @property
     def publication_url_template(self) -> str:
-        return self.base_url + "/pub/{subdomain}"
+        return self.base_url + PUBLICATION_ROOT
 
     @property
     def pinterest_url(self) -> str:

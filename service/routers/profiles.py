@@ -84,11 +84,10 @@ def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> File
             sha = stored[0]
         # The images table is per profile: a hash another profile stored is not found here.
         row = corpus.image(sha)
-        path = corpus.image_path(sha)
-    if row is None or path is None:
+    if row is None:
         raise HTTPException(404, detail=f"no image {image_id!r} in {profile!r}")
     images_root = workspace.images_dir(settings.root).resolve()
-    resolved = path.resolve()
+    resolved = (images_root / row["path"]).resolve()
     if not resolved.is_relative_to(images_root) or not resolved.is_file():
         raise HTTPException(404, detail=f"the file of image {image_id!r} is missing")
     return FileResponse(

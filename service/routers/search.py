@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from qualia.search import decode_image
 
@@ -75,30 +75,35 @@ def _decode_base64(value: str, settings) -> bytes:
         raise HTTPException(400, detail=f"image_base64 is not valid base64: {e}") from e
 
 
+async def _parse_form(form: FormData, settings) -> tuple[SearchOptions, str | None, bytes | None]:
+    upload = form.get("image")
+    fields = {name: value for name, value in form.multi_items() if name not in ("image", "text")}
+    try:
+        options = SearchOptions.model_validate(fields)
+    except ValidationError as e:
+        raise _invalid(e, "form") from e
+    text = form.get("text")
+    if upload is not None and not isinstance(upload, UploadFile):
+        raise HTTPException(422, detail="'image' must be a file")
+    if text is not None and not isinstance(text, str):
+        raise HTTPException(422, detail="'text' must be a plain field, not a file")
+    text = text if text and text.strip() else None
+    if (upload is None) == (not text):
+        raise HTTPException(422, detail="give exactly one of an 'image' file or 'text'")
+    if upload is None:
+        if len(text) > MAX_TEXT_CHARS:
+            raise HTTPException(422, detail=f"'text' is over {MAX_TEXT_CHARS} characters")
+        return options, text, None
+    data = await upload.read(settings.max_image_bytes + 1)
+    return options, None, data
+
+
 async def _parse(request: Request, settings) -> tuple[SearchOptions, str | None, bytes | None]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=8)
-        upload = form.get("image")
-        fields = {name: value for name, value in form.multi_items() if name not in ("image", "text")}
-        try:
-            options = SearchOptions.model_validate(fields)
-        except ValidationError as e:
-            raise _invalid(e, "form") from e
-        text = form.get("text")
-        if upload is not None and not isinstance(upload, UploadFile):
-            raise HTTPException(422, detail="'image' must be a file")
-        if text is not None and not isinstance(text, str):
-            raise HTTPException(422, detail="'text' must be a plain field, not a file")
-        text = text if text and text.strip() else None
-        if (upload is None) == (not text):
-            raise HTTPException(422, detail="give exactly one of an 'image' file or 'text'")
-        if upload is None:
-            if len(text) > MAX_TEXT_CHARS:
-                raise HTTPException(422, detail=f"'text' is over {MAX_TEXT_CHARS} characters")
-            return options, text, None
-        data = await upload.read(settings.max_image_bytes + 1)
-        return options, None, data
+        # as a context manager, so the uploads' spooled temporary files are closed with the request
+        async with request.form(max_files=1, max_fields=8) as form:
+            return await _parse_form(form, settings)
     if content_type in ("application/json", ""):
         try:
             body = SearchRequest.model_validate_json(await request.body())
