@@ -467,6 +467,12 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HTTPError(400, f"Invalid Resource Request: option {name!r} is required")
             return value
 
+        def found(table: dict[str, Any], option: str, what: str) -> Any:
+            row = table.get(need(option))
+            if row is None:
+                raise HTTPError(404, f"{what} not found")
+            return row
+
         def paged(rows: list[Any]) -> tuple[list[Any], str]:
             offset = _page_offset(options.get("bookmarks"))
             end = offset + page_size
@@ -484,28 +490,19 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HTTPError(404, "Board not found")
             data = site.board_json(board, detailed=True)
         elif resource == "BoardFeed":
-            board = world.boards.get(need("board_id"))
-            if board is None:
-                raise HTTPError(404, "Board not found")
+            board = found(world.boards, "board_id", "Board")
             rows, bookmark = paged([world.pins[i] for i in board.pin_ids])
             data = [site.pin_json(p, detailed=False) for p in rows]
         elif resource == "UserPins":
             rows, bookmark = paged(world.user_pins(need("username")))
             data = [site.pin_json(p, detailed=False) for p in rows]
         elif resource == "Pin":
-            pin = world.pins.get(need("id"))
-            if pin is None:
-                raise HTTPError(404, "Pin not found")
-            data = site.pin_json(pin, detailed=True)
+            data = site.pin_json(found(world.pins, "id", "Pin"), detailed=True)
         elif resource == "RelatedPinFeed":
-            pin = world.pins.get(need("pin"))
-            if pin is None:
-                raise HTTPError(404, "Pin not found")
+            pin = found(world.pins, "pin", "Pin")
             data = [site.pin_json(world.pins[i], detailed=False) for i in pin.related]  # one page, no bookmarks
         elif resource == "BoardContentRecommendation":
-            board = world.boards.get(need("id"))
-            if board is None:
-                raise HTTPError(404, "Board not found")
+            board = found(world.boards, "id", "Board")
             data = [site.pin_json(world.pins[i], detailed=False) for i in board.more_ideas]
             bookmark = NONE_BOOKMARK
         else:
