@@ -17,6 +17,7 @@ COPY pyproject.toml README.md ./
 COPY qualia ./qualia
 COPY crawler ./crawler
 COPY service ./service
+COPY samplesite ./samplesite
 RUN pip install .
 
 RUN useradd --create-home --uid 10001 qualia && mkdir -p /data && chown qualia /data

@@ -1,32 +1,43 @@
-"""``python -m crawler PROFILE --substack H --pinterest U --depth 2 --delay 0``: one crawl, stats as JSON."""
+"""``python -m crawler PROFILE --substack H --pinterest U --depth 2 --delay 0``: one crawl, stats as JSON.
+
+An entry point like the ``qualia`` command: it reads the workspace (``QUALIA_HOME``) and the sites'
+base URLs (``QUALIA_*_URL``) from the environment and passes them down as values. Errors answer with
+the exit code the ``qualia`` command gives for them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from crawler.run import crawl
+from crawler.run import URL_SETTINGS, crawl
+from qualia.errors import QualiaError
+from qualia.workspace import Workspace
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crawler", description="Crawl Substack and Pinterest into a "
-                                     "qualia profile's corpus (base URLs from QUALIA_*_URL).")
-    parser.add_argument("profile")
-    parser.add_argument("--substack", action="append", default=[], metavar="HANDLE")
-    parser.add_argument("--pinterest", action="append", default=[], metavar="USERNAME")
-    parser.add_argument("--depth", type=int, choices=(1, 2), default=2)
-    parser.add_argument("--max-items", type=int, default=None)
+                                     "qualia profile's corpus (base URLs from QUALIA_*_URL).",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("profile", help="profile name ([a-z0-9][a-z0-9_-]{0,63})")
+    parser.add_argument("--substack", action="append", default=[], metavar="HANDLE", help="a Substack handle")
+    parser.add_argument("--pinterest", action="append", default=[], metavar="USERNAME", help="a Pinterest user")
+    parser.add_argument("--depth", type=int, choices=(1, 2), default=2, help="hops from the person")
+    parser.add_argument("--max-items", type=int, default=None, help="stop after N posts and pins")
     parser.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one site")
-    parser.add_argument("--log-level", default="WARNING")
-    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--log-level", default="WARNING", help="Scrapy's log level")
+    parser.add_argument("--progress", action="store_true", help="a status line on stderr")
     args = parser.parse_args(argv)
+    ws = Workspace.at(os.environ.get("QUALIA_HOME"))
+    urls = {key: os.environ.get(key) for key in URL_SETTINGS}
     try:
-        stats = crawl(args.profile, args.substack, args.pinterest, depth=args.depth, max_items=args.max_items,
-                      delay=args.delay, progress=args.progress, log_level=args.log_level)
-    except ValueError as e:  # InvalidProfileName included
-        sys.stderr.write(f"error: {e}\n")
-        return 2
+        stats = crawl(ws, args.profile, args.substack, args.pinterest, depth=args.depth, max_items=args.max_items,
+                      delay=args.delay, progress=args.progress, log_level=args.log_level, urls=urls)
+    except QualiaError as e:
+        sys.stderr.write(f"python -m crawler: error: {e}\n")
+        return e.exit_code
     sys.stdout.write(json.dumps(stats) + "\n")
     return 0
 

@@ -14,7 +14,7 @@ from scrapy.http import Request, Response
 from scrapy.settings import BaseSettings
 from scrapy.utils.request import RequestFingerprinter
 
-from crawler.pipelines import CorpusSink, sink_for
+from crawler.pipelines import CorpusSink, corpus_sink
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class CorpusAwareRequests:
 
     @property
     def sink(self) -> CorpusSink:
-        return sink_for(self.crawler.settings)
+        return corpus_sink(self.crawler)
 
     def process_request(self, request: Request) -> None:
         url = request.meta.get("qualia_image")

@@ -1,42 +1,57 @@
 """Where crawled things land: validated, de-duplicated and written to the profile's corpus.
 
-Both spiders of a crawl write through one ``CorpusSink`` (one SQLite connection on the reactor
+All spiders of a crawl write through one ``CorpusSink`` (one SQLite connection on the reactor
 thread): items are upserted by id, so a thing seen twice stays one row; pictures are stored by
 content hash, so one picture under two URLs is one file. Writes are committed every
 ``QUALIA_COMMIT_EVERY`` changes and when the crawl closes, so a killed crawl loses one batch at most.
+
+Components find the sink on the crawler (``corpus_sink(crawler)``): ``crawler.run.crawl`` puts one
+sink on every crawler it starts, so its spiders share it; a crawler made any other way (a test's
+``get_crawler``) gets its own from its settings, closed when its spider closes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
-from scrapy.settings import BaseSettings
 
 from crawler.items import CAPPED_KINDS, KINDS, ROLES, SOURCES, PictureBytes, Record
-from crawler.spiders import is_web_url
-from qualia import workspace
-from qualia.corpus import Corpus, InvalidImage
+from crawler.urls import is_web_url
+from qualia.corpus import Corpus
+from qualia.errors import InvalidImage
+from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger(__name__)
 
-_SINKS: dict[str, CorpusSink] = {}
+SINK_ATTRIBUTE = "qualia_sink"
 
 
 class CorpusSink:
     """One crawl's writer into a profile's corpus, shared by its spiders."""
 
-    def __init__(self, profile: str, max_items: int | None = None, commit_every: int = 100) -> None:
-        self.profile = workspace.check_profile_name(profile)
-        self.corpus = Corpus.for_profile(profile)
+    def __init__(self, ws: Workspace, profile: str, max_items: int | None = None, commit_every: int = 100) -> None:
+        self.profile = check_profile_name(profile)
+        self.corpus = Corpus.open(ws, profile)
         self.max_items = max_items
         self.commit_every = max(1, commit_every)
         self.pending = 0
         self.stats: Counter[str] = Counter()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> CorpusSink:
+        max_items = settings.get("QUALIA_MAX_ITEMS")
+        return cls(
+            Workspace.at(Path(settings.get("QUALIA_WORKSPACE"))),
+            settings.get("QUALIA_PROFILE"),
+            int(max_items) if max_items is not None else None,
+            settings.getint("QUALIA_COMMIT_EVERY", 100),
+        )
 
     @property
     def full(self) -> bool:
@@ -46,16 +61,15 @@ class CorpusSink:
         return self.corpus.has_image_url(url)
 
     def is_shown(self, url: str) -> bool:
-        return self.corpus.db.execute("SELECT 1 FROM image_refs WHERE url=? LIMIT 1", (url,)).fetchone() is not None
+        return self.corpus.is_image_shown(url)
 
     def write(self, record: Record) -> bool | None:
         """Upsert ``record``; True if it is new, False if refreshed, None if refused (``max_items``)."""
-        db = self.corpus.db
-        row = db.execute("SELECT data FROM items WHERE id=?", (record.id,)).fetchone()
-        is_new = row is None
+        known = self.corpus.item_data(record.id)
+        is_new = known is None
         if is_new and record.kind in CAPPED_KINDS and self.full:
             return None
-        known = json.loads(row[0]) if row is not None and row[0] else {}
+        known = known or {}
         if is_new or record.complete:
             data = {**known, **record.data}
             fields = {"title": record.title, "text": record.text, "url": record.url,
@@ -66,8 +80,7 @@ class CorpusSink:
         self.corpus.upsert_item(record.id, source=record.source, kind=record.kind, degree=record.degree,
                                 data=data, via=record.via, **fields)
         for ref in record.images:
-            if not (is_new or record.complete) and db.execute(
-                    "SELECT 1 FROM image_refs WHERE item_id=? AND url=?", (record.id, ref.url)).fetchone():
+            if not (is_new or record.complete) and self.corpus.has_image_ref(record.id, ref.url):
                 continue
             self.corpus.add_image_ref(record.id, ref.url, ref.role, ref.alt, ref.caption, ref.position)
         self.stats["items_new" if is_new else "items_refreshed"] += 1
@@ -78,13 +91,8 @@ class CorpusSink:
 
     def store_picture(self, picture: PictureBytes) -> str:
         """Validate and store picture bytes (``InvalidImage`` if they are not a picture)."""
-        # Images are never deleted, so a new one raises max(rowid): an index lookup where count(*)
-        # would scan the whole table for every picture.
-        newest = "SELECT coalesce(max(rowid), 0) FROM images"
-        known = self.corpus.db.execute(newest).fetchone()[0]
-        sha = self.corpus.store_image(picture.url, picture.body)
-        stored = self.corpus.db.execute(newest).fetchone()[0]
-        self.stats["images_stored" if stored > known else "images_already_known"] += 1
+        sha, new = self.corpus.store_image(picture.url, picture.body)
+        self.stats["images_stored" if new else "images_already_known"] += 1
         self.tick()
         return sha
 
@@ -102,23 +110,14 @@ class CorpusSink:
         self.corpus.close()
 
 
-def open_sink(profile: str, max_items: int | None = None, commit_every: int = 100) -> CorpusSink:
-    """Open (or return the already open) sink of ``profile`` for this process."""
-    if profile not in _SINKS:
-        _SINKS[profile] = CorpusSink(profile, max_items, commit_every)
-    return _SINKS[profile]
-
-
-def close_sink(profile: str) -> None:
-    sink = _SINKS.pop(profile, None)
-    if sink is not None:
-        sink.close()
-
-
-def sink_for(settings: BaseSettings) -> CorpusSink:
-    max_items = settings.get("QUALIA_MAX_ITEMS")
-    return open_sink(settings.get("QUALIA_PROFILE"), int(max_items) if max_items is not None else None,
-                     settings.getint("QUALIA_COMMIT_EVERY", 100))
+def corpus_sink(crawler: Crawler) -> CorpusSink:
+    """The sink this crawler writes through: the one its crawl attached, else one of its own."""
+    sink = getattr(crawler, SINK_ATTRIBUTE, None)
+    if sink is None:
+        sink = CorpusSink.from_settings(crawler.settings)
+        setattr(crawler, SINK_ATTRIBUTE, sink)
+        crawler.signals.connect(sink.close, signal=signals.spider_closed)
+    return sink
 
 
 class ValidatePipeline:
@@ -161,7 +160,7 @@ class CorpusPipeline:
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
-        self.sink = sink_for(crawler.settings)
+        self.sink = corpus_sink(crawler)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CorpusPipeline:

@@ -1,49 +1,71 @@
 """Run a crawl: both spiders in one Scrapy process, writing into one profile's corpus.
 
-Scrapy's Twisted reactor cannot be restarted, so ``crawl`` runs once per process (tests run it in
-a subprocess: ``python -m crawler``). An interrupted crawl leaves its queue in
-``profiles/<p>/crawl_job/<spider>/`` and the next crawl of that profile resumes from it; a crawl
-that finished removes it, so the next one starts over and adds only what is new.
+Scrapy's Twisted reactor cannot be restarted, so a process runs one crawl (tests run it in a
+subprocess: ``python -m crawler``); a second call says so (``CrawlFailed``). An interrupted crawl
+leaves its queue in ``profiles/<p>/crawl_job/<spider>/`` and the next crawl of that profile resumes
+from it; a crawl that finished removes it, so the next one starts over and adds only what is new.
+
+Where the sites live is passed in as values (``urls``, keyed by the settings of ``crawler.settings``);
+nothing here reads the environment.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from scrapy.crawler import CrawlerProcess
+from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.settings import Settings
+from twisted.internet.error import ReactorNotRestartable
 
 from crawler import settings as default_settings
-from crawler.pipelines import close_sink, open_sink
+from crawler.pipelines import SINK_ATTRIBUTE, CorpusSink
 from crawler.spiders.pinterest import PinterestSpider
 from crawler.spiders.substack import SubstackSpider
-from qualia import workspace
+from qualia.errors import CrawlFailed, InvalidArgument
+from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger(__name__)
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-DEFAULT_URLS = {key: getattr(default_settings, key) for key in
-                ("QUALIA_SUBSTACK_URL", "QUALIA_SUBSTACK_PUBLICATION_URL", "QUALIA_PINTEREST_URL")}
-_crawled = False
+URL_SETTINGS = ("QUALIA_SUBSTACK_URL", "QUALIA_SUBSTACK_PUBLICATION_URL", "QUALIA_PINTEREST_URL")
+DEFAULT_URLS = {key: getattr(default_settings, key) for key in URL_SETTINGS}
+# crawler stats summed over both spiders into the crawl's result
+_TOTALLED = ("downloader/request_count", "qualia/parse_errors", "qualia/images_invalid",
+             "httperror/response_ignored_count", "retry/count", "retry/max_reached", "qualia/images_already_stored")
 
 
-def source_urls(environ: dict[str, str] | None = None) -> dict[str, str | None]:
-    """Base URLs of the sources, from the environment (read at call time), else the real sites."""
-    env = os.environ if environ is None else environ
-    urls = {key: (env.get(key) or default) for key, default in DEFAULT_URLS.items()}
+@dataclass(frozen=True)
+class CrawlRequest:
+    """What to crawl, checked: the names, how far, how politely, and where the sites are."""
+
+    profile: str
+    substack: list[str]
+    pinterest: list[str]
+    depth: int
+    max_items: int | None
+    delay: float
+    urls: dict[str, str | None]
+
+
+def source_urls(given: Mapping[str, str | None] | None = None) -> dict[str, str | None]:
+    """The sites' base URLs: those ``given`` (by setting name; empty means unset), else the real sites."""
+    given = given or {}
+    urls = {key: (given.get(key) or default) for key, default in DEFAULT_URLS.items()}
     template = urls["QUALIA_SUBSTACK_PUBLICATION_URL"]
     if template is not None and "{subdomain}" not in template:
-        raise ValueError(f"QUALIA_SUBSTACK_PUBLICATION_URL must contain '{{subdomain}}': {template!r}")
+        raise InvalidArgument(f"QUALIA_SUBSTACK_PUBLICATION_URL must contain '{{subdomain}}': {template[:200]!r}")
     for key, url in urls.items():
         if url is not None and not re.match(r"^https?://[^/\s]+", url):
-            raise ValueError(f"{key} must be an http(s) URL: {url!r}")
+            raise InvalidArgument(f"{key} must be an http(s) URL: {url[:200]!r}")
     return urls
 
 
@@ -52,45 +74,41 @@ def check_names(names: list[str], what: str) -> list[str]:
     for name in names:
         bare = name.strip().lstrip("@") if isinstance(name, str) else ""
         if not NAME.match(bare):
-            raise ValueError(f"invalid {what} {name!r}: use 1-64 letters, digits, '_', '.' or '-'")
+            shown = name[:80] if isinstance(name, str) else type(name).__name__
+            raise InvalidArgument(f"invalid {what} {shown!r}: use 1-64 letters, digits, '_', '.' or '-'")
         checked.append(bare)
     return list(dict.fromkeys(checked))
 
 
-def crawl(profile: str, substack: list[str], pinterest: list[str], depth: int = 2,
-          max_items: int | None = None, delay: float = 1.0, progress: bool = False,
-          log_level: str | None = None) -> dict[str, Any]:
-    """Crawl the given Substack handles and Pinterest users into ``profile``'s corpus.
-
-    Returns a small stats dict: items new/refreshed, images stored, errors, requests, and each
-    spider's finish reason. Raises ValueError on bad arguments (before touching anything).
-    """
-    global _crawled
-    workspace.check_profile_name(profile)
+def check_request(profile: str, substack: list[str], pinterest: list[str], depth: int, max_items: int | None,
+                  delay: float, urls: Mapping[str, str | None] | None) -> CrawlRequest:
+    """The crawl asked for, checked before anything is touched (``InvalidArgument`` otherwise)."""
+    check_profile_name(profile)
     substack = check_names(list(substack), "Substack handle")
     pinterest = check_names(list(pinterest), "Pinterest username")
     if not substack and not pinterest:
-        raise ValueError("nothing to crawl: give at least one Substack handle or Pinterest username")
+        raise InvalidArgument("nothing to crawl: give at least one Substack handle or Pinterest username")
     if depth not in (1, 2):
-        raise ValueError(f"depth must be 1 or 2, not {depth!r}")
+        raise InvalidArgument(f"depth must be 1 or 2, not {depth!r}")
     if max_items is not None and max_items < 1:
-        raise ValueError(f"max_items must be at least 1, not {max_items!r}")
+        raise InvalidArgument(f"max_items must be at least 1, not {max_items!r}")
     if not 0 <= delay < math.inf:  # NaN fails this too
-        raise ValueError(f"delay must be a finite number of seconds, 0 or more, not {delay!r}")
-    urls = source_urls()
-    if _crawled:
-        raise RuntimeError("crawl() runs Scrapy's reactor, which cannot restart: one crawl per process")
-    _crawled = True
+        raise InvalidArgument(f"delay must be a finite number of seconds, 0 or more, not {delay!r}")
+    return CrawlRequest(profile, substack, pinterest, depth, max_items, delay, source_urls(urls))
 
-    job_root = workspace.profile_dir(profile) / "crawl_job"
+
+def crawl_settings(ws: Workspace, request: CrawlRequest, log_level: str | None = None) -> Settings:
+    """The project settings with this crawl's values on top."""
+    delay = request.delay
     settings = Settings()
     settings.setmodule("crawler.settings", priority="project")
     settings.setdict({
-        **urls,
-        "QUALIA_PROFILE": profile,
-        "QUALIA_DEPTH": depth,
-        "QUALIA_MAX_ITEMS": max_items,
-        "QUALIA_JOB_ROOT": str(job_root),
+        **request.urls,
+        "QUALIA_WORKSPACE": str(ws.root),
+        "QUALIA_PROFILE": request.profile,
+        "QUALIA_DEPTH": request.depth,
+        "QUALIA_MAX_ITEMS": request.max_items,
+        "QUALIA_JOB_ROOT": str(ws.crawl_job_dir(request.profile)),
         "DOWNLOAD_DELAY": delay,
         "AUTOTHROTTLE_ENABLED": delay > 0,
         "AUTOTHROTTLE_START_DELAY": max(delay, 0.1),
@@ -99,46 +117,53 @@ def crawl(profile: str, substack: list[str], pinterest: list[str], depth: int = 
         # A caller that configured logging (the qualia CLI) keeps its handlers and levels.
         "LOG_INSTALL_ROOT_HANDLER": not logging.root.handlers,
     }, priority="cmdline")
+    return settings
 
-    sink = open_sink(profile, max_items, settings.getint("QUALIA_COMMIT_EVERY"))
+
+def _run_spiders(settings: Settings, request: CrawlRequest, sink: CorpusSink, progress: bool) -> list[Crawler]:
+    """Both spiders on one reactor, writing through ``sink``; returns their crawlers once they are done."""
     crawlers = []
     ticker = None
-    started = time.monotonic()
     try:
         process = _quiet_process(settings)
-        for spidercls, names in ((SubstackSpider, substack), (PinterestSpider, pinterest)):
+        for spidercls, names in ((SubstackSpider, request.substack), (PinterestSpider, request.pinterest)):
             if names:
                 crawler = process.create_crawler(spidercls)
+                setattr(crawler, SINK_ATTRIBUTE, sink)  # the spiders share one writer (pipelines.corpus_sink)
                 crawlers.append(crawler)
-                process.crawl(crawler, names=names, depth=depth)
+                process.crawl(crawler, names=names, depth=request.depth)
         ticker = _progress_ticker(sink) if progress else None
         process.start()
+    except ReactorNotRestartable as e:
+        raise CrawlFailed("this process has already run a crawl (Scrapy's reactor cannot restart); "
+                          "run each crawl in its own process") from e
     finally:
         if ticker is not None:
             ticker.stop()
             sys.stderr.write("\n")
-        counts = dict(sink.stats)
-        close_sink(profile)
+    return crawlers
 
+
+def _summary(request: CrawlRequest, crawlers: list[Crawler], counts: Mapping[str, int], job_root: Path,
+             elapsed: float) -> dict[str, Any]:
+    """The crawl's result; drops the resumable queue of each spider that finished."""
     reasons: dict[str, str] = {}
-    totals: dict[str, int] = {}
+    totals = dict.fromkeys(_TOTALLED, 0)
     for crawler in crawlers:
         stats = crawler.stats.get_stats()
         name = crawler.spidercls.name
         reasons[name] = str(stats.get("finish_reason", "not started"))
-        for key in ("downloader/request_count", "qualia/parse_errors", "qualia/images_invalid",
-                    "httperror/response_ignored_count", "retry/count", "retry/max_reached",
-                    "qualia/images_already_stored"):
-            totals[key] = totals.get(key, 0) + int(stats.get(key, 0))
+        for key in _TOTALLED:
+            totals[key] += int(stats.get(key, 0))
         if reasons[name] == "finished":
             shutil.rmtree(job_root / name, ignore_errors=True)
     if job_root.is_dir() and not any(job_root.iterdir()):
         job_root.rmdir()
     errors = (totals["qualia/parse_errors"] + totals["qualia/images_invalid"]
               + totals["httperror/response_ignored_count"] + totals["retry/max_reached"])
-    result = {
-        "profile": profile,
-        "depth": depth,
+    return {
+        "profile": request.profile,
+        "depth": request.depth,
         "items_new": counts.get("items_new", 0),
         "items_refreshed": counts.get("items_refreshed", 0),
         "images_stored": counts.get("images_stored", 0),
@@ -148,8 +173,30 @@ def crawl(profile: str, substack: list[str], pinterest: list[str], depth: int = 
         "requests": totals["downloader/request_count"],
         "finish_reasons": reasons,
         "resumable": any(r != "finished" for r in reasons.values()),
-        "elapsed_s": round(time.monotonic() - started, 2),
+        "elapsed_s": round(elapsed, 2),
     }
+
+
+def crawl(ws: Workspace, profile: str, substack: list[str], pinterest: list[str], depth: int = 2,
+          max_items: int | None = None, delay: float = 1.0, progress: bool = False,
+          log_level: str | None = None, urls: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """Crawl the given Substack handles and Pinterest users into ``profile``'s corpus in ``ws``.
+
+    ``urls`` maps ``QUALIA_SUBSTACK_URL``, ``QUALIA_SUBSTACK_PUBLICATION_URL`` and ``QUALIA_PINTEREST_URL``
+    to base URLs (a mirror, the sample site); missing ones are the real sites. Returns a small stats
+    dict: items new/refreshed, images stored, errors, requests, and each spider's finish reason.
+    Raises InvalidArgument on bad arguments, before touching anything.
+    """
+    request = check_request(profile, substack, pinterest, depth, max_items, delay, urls)
+    settings = crawl_settings(ws, request, log_level)
+    started = time.monotonic()
+    sink = CorpusSink(ws, profile, max_items, settings.getint("QUALIA_COMMIT_EVERY"))
+    try:
+        crawlers = _run_spiders(settings, request, sink, progress)
+    finally:
+        counts = dict(sink.stats)
+        sink.close()
+    result = _summary(request, crawlers, counts, ws.crawl_job_dir(profile), time.monotonic() - started)
     log.info("crawl of %s done: %s", profile, result)
     return result
 

@@ -1,6 +1,6 @@
 """Scrapy settings of the qualia crawler: polite defaults for the real sites.
 
-``crawler.run.crawl`` overrides the per-crawl values (profile, depth, delay, base URLs, the JOBDIR root).
+``crawler.run.crawl`` overrides the per-crawl values (workspace, profile, depth, delay, base URLs, the JOBDIR root).
 Nothing here is secret and nothing is read from the environment at import time.
 """
 
@@ -54,6 +54,7 @@ TELNETCONSOLE_ENABLED = False
 LOG_LEVEL = "WARNING"
 
 # qualia's own knobs.
+QUALIA_WORKSPACE = None  # the workspace root (a path), set by crawler.run.crawl
 QUALIA_PROFILE = None
 QUALIA_DEPTH = 2
 QUALIA_MAX_ITEMS = None

@@ -27,18 +27,13 @@ from urllib.parse import urlsplit
 import open_clip
 import torch
 
+from qualia.config import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, TINY_BACKBONE, TINY_PRETRAINED
+from qualia.errors import BackboneUnavailable, InvalidArgument
+
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKBONE = "ViT-B-32"
-DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
-TINY_BACKBONE = "qualia-tiny"
-TINY_PRETRAINED = "random-seed0"
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 _RANDOM_TAG = re.compile(r"^random-seed(\d+)$")
-
-
-class BackboneUnavailable(RuntimeError):
-    """The backbone's architecture or weights cannot be had here (unknown name, offline hub...)."""
 
 
 @dataclass
@@ -78,8 +73,9 @@ def state_dict_sha256(model: torch.nn.Module) -> str:
 
 
 def _unavailable(name: str, pretrained: str | None, reason: str) -> BackboneUnavailable:
+    which = f"{name} with weights {pretrained!r}" if pretrained else name
     return BackboneUnavailable(
-        f"cannot fetch weights for {name}/{pretrained}: {reason}. "
+        f"cannot load {which}: {reason}. "
         f"Use `--pretrained /path/to/weights` (a local weights file for {name}) "
         f"or `--backbone {TINY_BACKBONE}` (ships with the project, works offline)."
     )
@@ -156,9 +152,12 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str | None = None, d
     """Load ``name`` with ``pretrained`` weights (hub tag, local file or ``random-seed<N>``), frozen, in eval mode."""
     register_model_configs()
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
+        raise InvalidArgument(f"device {device!r} asked for, but torch sees no CUDA GPU here; use --device cpu")
     if name not in open_clip.list_models():
-        raise _unavailable(name, pretrained, f"unknown model name {name!r} (not an open_clip config)")
+        raise BackboneUnavailable(
+            f"unknown backbone {name[:60]!r}: not an open_clip model name (e.g. {DEFAULT_BACKBONE}), "
+            f"nor {TINY_BACKBONE!r} (ships with the project, works offline)"
+        )
     pretrained = pretrained or _default_tag(name)
     if pretrained is None:
         raise _unavailable(name, pretrained, "the model has no known pretrained tag; name one")

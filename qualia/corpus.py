@@ -6,8 +6,7 @@ Tables
   edges       association edges ``src -[relation]-> dst`` with the degree of ``dst`` along them
   image_refs  where an item shows an image: URL, role (cover, body, pin, carousel, story), alt, caption
   image_urls  URL -> content hash, so two URLs of one picture resolve to one stored file
-  images      content-addressed files under ``$QUALIA_HOME/images/<aa>/<sha256>.<ext>``
-  crawl_state small key/value store for resumable crawls
+  images      content-addressed files under ``<workspace>/images/<aa>/<sha256>.<ext>``
 
 No torch here: the crawler writes through this module and must stay light.
 """
@@ -27,6 +26,7 @@ from typing import Any
 from PIL import Image, UnidentifiedImageError
 
 from qualia import workspace
+from qualia.errors import ImageTooLarge, InvalidImage, NotFound
 
 SCHEMA_VERSION = 1
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
@@ -80,15 +80,7 @@ CREATE TABLE IF NOT EXISTS images (
     height INTEGER NOT NULL,
     bytes  INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS crawl_state (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
 """
-
-
-class InvalidImage(ValueError):
-    """Bytes that are not a readable picture (or are too large to be one we keep)."""
 
 
 @dataclass(frozen=True)
@@ -114,18 +106,21 @@ class ImageOccurrence:
 def validate_image(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) of ``data``, or InvalidImage with the reason."""
     if len(data) > MAX_IMAGE_BYTES:
-        raise InvalidImage(f"image of {len(data)} bytes is over the {MAX_IMAGE_BYTES}-byte limit")
+        raise ImageTooLarge(f"image of {len(data)} bytes is over the {MAX_IMAGE_BYTES}-byte limit")
     try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format or ""
             width, height = im.size
             if width * height > MAX_IMAGE_PIXELS:
-                raise InvalidImage(f"image of {width}x{height} pixels is too large")
+                raise ImageTooLarge(f"image of {width}x{height} pixels is too large")
             im.verify()
     except InvalidImage:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InvalidImage(f"not a readable image: {e}") from e
+    except UnidentifiedImageError as e:
+        # PIL's message names the BytesIO object it was reading from: say what a person can use instead
+        raise InvalidImage("not a picture qualia can read (PNG, JPEG, WEBP or GIF)") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise InvalidImage(f"not a readable picture: {e}") from e
     if fmt not in _FORMAT_EXT:
         raise InvalidImage(f"unsupported image format {fmt or 'unknown'!r}")
     return fmt, width, height
@@ -134,12 +129,12 @@ def validate_image(data: bytes) -> tuple[str, int, int]:
 class Corpus:
     """A profile's corpus. Safe to open from several processes (WAL, busy timeout)."""
 
-    def __init__(self, path: Path | str, images_root: Path | None = None, readonly: bool = False):
+    def __init__(self, path: Path | str, images_root: Path | str, readonly: bool = False):
         self.path = Path(path)
-        self.images_root = Path(images_root) if images_root else workspace.images_dir()
+        self.images_root = Path(images_root)
         if readonly:
             if not self.path.exists():
-                raise FileNotFoundError(f"no corpus at {self.path}")
+                raise NotFound(f"no corpus at {self.path}")
             self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,8 +147,11 @@ class Corpus:
         self.db.row_factory = sqlite3.Row
 
     @classmethod
-    def for_profile(cls, profile: str, readonly: bool = False) -> Corpus:
-        return cls(workspace.corpus_path(profile), readonly=readonly)
+    def open(cls, ws: workspace.Workspace, profile: str, readonly: bool = False) -> Corpus:
+        """``profile``'s corpus in ``ws``; read-only opening of a missing one names the steps to make it."""
+        if readonly:
+            ws.require(profile, "corpus")
+        return cls(ws.corpus_path(profile), ws.images_dir, readonly=readonly)
 
     def close(self) -> None:
         self.db.close()
@@ -237,11 +235,8 @@ class Corpus:
             (item_id, url, role, alt, caption, position),
         )
 
-    def has_image_url(self, url: str) -> bool:
-        return self.db.execute("SELECT 1 FROM image_urls WHERE url=?", (url,)).fetchone() is not None
-
-    def store_image(self, url: str, data: bytes) -> str:
-        """Validate and store picture bytes fetched from ``url``; returns their sha256.
+    def store_image(self, url: str, data: bytes) -> tuple[str, bool]:
+        """Validate and store picture bytes fetched from ``url``: (their sha256, whether the picture is new).
 
         The file is written once per content hash, however many URLs lead to it.
         """
@@ -251,27 +246,16 @@ class Corpus:
         target = self.images_root / rel
         if not target.exists():
             workspace.atomic_write_bytes(target, data)
-        self.db.execute(
+        added = self.db.execute(
             "INSERT OR IGNORE INTO images(sha256, path, format, width, height, bytes) VALUES (?,?,?,?,?,?)",
             (sha, rel, fmt, width, height, len(data)),
-        )
+        ).rowcount
         self.db.execute(
             "INSERT INTO image_urls(url, sha256, fetched_at) VALUES (?,?,?) "
             "ON CONFLICT(url) DO UPDATE SET sha256=excluded.sha256, fetched_at=excluded.fetched_at",
             (url, sha, time.time()),
         )
-        return sha
-
-    def get_state(self, key: str, default: Any = None) -> Any:
-        row = self.db.execute("SELECT value FROM crawl_state WHERE key=?", (key,)).fetchone()
-        return json.loads(row[0]) if row else default
-
-    def set_state(self, key: str, value: Any) -> None:
-        self.db.execute(
-            "INSERT INTO crawl_state(key, value) VALUES (?,?) "
-            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-            (key, json.dumps(value)),
-        )
+        return sha, added > 0
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -294,6 +278,41 @@ class Corpus:
             )
         ]
         return record
+
+    def item_data(self, item_id: str) -> dict[str, Any] | None:
+        """The stored ``data`` of an item: None if there is no such item, {} if it has none."""
+        row = self.db.execute("SELECT data FROM items WHERE id=?", (item_id,)).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0]) if row[0] else {}
+
+    def has_image_ref(self, item_id: str, url: str) -> bool:
+        query = "SELECT 1 FROM image_refs WHERE item_id=? AND url=?"
+        return self.db.execute(query, (item_id, url)).fetchone() is not None
+
+    def is_image_shown(self, url: str) -> bool:
+        """Whether any stored item shows the picture at ``url``."""
+        return self.db.execute("SELECT 1 FROM image_refs WHERE url=? LIMIT 1", (url,)).fetchone() is not None
+
+    def has_image_url(self, url: str) -> bool:
+        return self.image_sha256(url) is not None
+
+    def image_sha256(self, url: str) -> str | None:
+        """The content hash of the picture fetched from ``url``, or None if it was not fetched."""
+        row = self.db.execute("SELECT sha256 FROM image_urls WHERE url=?", (url,)).fetchone()
+        return row[0] if row else None
+
+    def first_image_urls(self) -> dict[str, str]:
+        """sha256 -> the first URL the picture was fetched from."""
+        first: dict[str, str] = {}
+        for sha, url in self.db.execute("SELECT sha256, url FROM image_urls ORDER BY fetched_at, url"):
+            first.setdefault(sha, url)
+        return first
+
+    def items_without_path(self) -> list[str]:
+        """Items beyond degree 0 that record no edge reaching them (a crawl must never leave one)."""
+        query = "SELECT id FROM items WHERE degree > 0 AND via_edge IS NULL ORDER BY id"
+        return [row[0] for row in self.db.execute(query)]
 
     def items(self, kind: str | None = None) -> Iterator[sqlite3.Row]:
         if kind is None:
@@ -327,17 +346,6 @@ class Corpus:
         row = self.image(sha256)
         return self.images_root / row["path"] if row else None
 
-    def source_hosts(self) -> set[str]:
-        """Hosts (host[:port]) the corpus's items and images came from."""
-        from urllib.parse import urlsplit
-
-        hosts: set[str] = set()
-        for (url,) in self.db.execute("SELECT url FROM image_urls UNION SELECT url FROM items WHERE url IS NOT NULL"):
-            netloc = urlsplit(url).netloc
-            if netloc:
-                hosts.add(netloc.lower())
-        return hosts
-
     def counts(self) -> dict[str, Any]:
         """Counts in the shape of ``qualia corpus --json`` (pairs are added by ``qualia.pairs``)."""
         q = self.db.execute
@@ -352,5 +360,7 @@ class Corpus:
             "images": q("SELECT count(*) FROM images").fetchone()[0],
             "image_urls": q("SELECT count(*) FROM image_urls").fetchone()[0],
             "image_refs": q("SELECT count(*) FROM image_refs").fetchone()[0],
+            "image_ref_urls": q("SELECT count(DISTINCT url) FROM image_refs").fetchone()[0],
             "edges": q("SELECT count(*) FROM edges").fetchone()[0],
+            "edges_by_relation": {r: n for r, n in q("SELECT relation, count(*) FROM edges GROUP BY relation ORDER BY relation")},
         }

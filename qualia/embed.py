@@ -13,6 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from qualia.backbone import Backbone
+from qualia.errors import InvalidImage
 from qualia.lora import load_adapter
 
 
@@ -78,9 +79,9 @@ class Encoder:
 
 
 def open_image(path: Path) -> Image.Image:
-    """The picture at ``path`` as RGB, fully read (no file handle left open); ValueError if unreadable."""
+    """The picture at ``path`` as RGB, fully read (no file handle left open); InvalidImage if unreadable."""
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+        raise InvalidImage(f"cannot read image {path}: {e}") from e

@@ -26,7 +26,8 @@ from qualia import workspace
 from qualia.backbone import Backbone, load_backbone
 from qualia.corpus import Corpus
 from qualia.embed import Encoder, open_image
-from qualia.lora import adapters_dir, read_adapter_meta
+from qualia.errors import CorruptArtifact, InvalidArgument, NotEnoughData
+from qualia.lora import read_adapter_meta
 from qualia.pairs import Pair, corpus_pairs
 
 log = logging.getLogger(__name__)
@@ -61,14 +62,14 @@ def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequen
     """
     shas = unique_images(pairs)
     if len(text_emb) != len(pairs):
-        raise ValueError(f"{len(text_emb)} text embeddings for {len(pairs)} pairs")
+        raise InvalidArgument(f"{len(text_emb)} text embeddings for {len(pairs)} pairs")
     if len(image_emb) == len(pairs) and len(shas) != len(pairs):
         first: dict[str, int] = {}
         for i, p in enumerate(pairs):
             first.setdefault(p.image_sha256, i)
         image_emb = image_emb[[first[sha] for sha in shas]]
     elif len(image_emb) != len(shas):
-        raise ValueError(f"{len(image_emb)} image embeddings for {len(pairs)} pairs with {len(shas)} pictures")
+        raise InvalidArgument(f"{len(image_emb)} image embeddings for {len(pairs)} pairs with {len(shas)} pictures")
     if not pairs:
         zero = {f"r{k}": 0.0 for k in KS}
         return {"t2i": dict(zero), "i2t": dict(zero), "gap": 0.0}
@@ -94,23 +95,31 @@ def encoder_metrics(encoder: Encoder, pairs: Sequence[Pair], pixels: torch.Tenso
     return retrieval_metrics(encoder.encode_texts([p.text for p in pairs]), encoder.encode_pixels(pixels), pairs)
 
 
-def validation_pairs(profile: str, adapter_dir: Path) -> list[Pair]:
-    """The profile's current pairs whose artifacts were held out when this adapter was trained."""
+def held_out_artifacts(adapter_dir: Path) -> set[str]:
+    """The artifacts this adapter's training held out, as its ``split.json`` lists them."""
     split_path = Path(adapter_dir) / SPLIT_FILE
-    if not split_path.is_file():
-        raise FileNotFoundError(f"adapter {adapter_dir} has no {SPLIT_FILE}: cannot tell its held-out pairs")
-    held_out = set(json.loads(split_path.read_text())["val_artifacts"])
-    with Corpus(workspace.corpus_path(profile), readonly=True) as corpus:
+    try:
+        return set(json.loads(split_path.read_text())["val_artifacts"])
+    except FileNotFoundError as e:
+        raise CorruptArtifact(f"adapter {adapter_dir} has no {SPLIT_FILE}: cannot tell its held-out pairs") from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptArtifact(f"adapter {adapter_dir}: unreadable {SPLIT_FILE}") from e
+
+
+def validation_pairs(ws: workspace.Workspace, profile: str, adapter_dir: Path) -> list[Pair]:
+    """The profile's current pairs whose artifacts were held out when this adapter was trained."""
+    held_out = held_out_artifacts(adapter_dir)
+    with Corpus.open(ws, profile, readonly=True) as corpus:
         return [p for p in corpus_pairs(corpus) if p.artifact_id in held_out]
 
 
-def evaluate_profile(profile: str, adapter_version: str | None = None) -> dict[str, Any]:
+def evaluate_profile(ws: workspace.Workspace, profile: str, adapter_version: str | None = None) -> dict[str, Any]:
     """``{"pairs": n, "base": metrics, "adapter": metrics}`` on the adapter's held-out pairs."""
-    adapter_dir = workspace.resolve_version(adapters_dir(profile), adapter_version)
+    adapter_dir = ws.adapter(profile, adapter_version)
     meta = read_adapter_meta(adapter_dir)
-    pairs = validation_pairs(profile, adapter_dir)
+    pairs = validation_pairs(ws, profile, adapter_dir)
     if not pairs:
-        raise ValueError(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
+        raise NotEnoughData(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
     backbone = load_backbone(meta["backbone"], meta.get("pretrained"))
     pixels = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     return {

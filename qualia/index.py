@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
-from qualia import workspace
-from qualia.corpus import Corpus, ImageOccurrence
-from qualia.pairs import corpus_pairs
+from qualia import text, workspace
+from qualia.corpus import Corpus
+from qualia.errors import CorruptIndex, InvalidArgument, NotEnoughData
+from qualia.pairs import corpus_pairs, described_occurrences
 
 if TYPE_CHECKING:
     from qualia.embed import Encoder
@@ -40,29 +41,6 @@ ROWS_FILE = "rows.jsonl"
 MANIFEST_FILE = "manifest.json"
 MODALITIES = ("image", "text", "any")
 BATCH = 32
-# Text units longer than this are cut: CLIP's tokenizer keeps 77 tokens anyway.
-MAX_TEXT_CHARS = 1000
-# Where a picture's description comes from, best first.
-_TEXT_PRIORITY = {"caption": 0, "alt": 1, "item": 2}
-
-
-class CorruptIndex(RuntimeError):
-    """An index folder that cannot be used: files missing, unreadable, or not matching its manifest."""
-
-
-class NothingToIndex(ValueError):
-    pass
-
-
-def index_dir(profile: str, root: Path | None = None) -> Path:
-    return workspace.profile_dir(profile, root) / "index"
-
-
-def latest_index(profile: str, root: Path | None = None) -> Path | None:
-    """The newest complete index version folder of ``profile``, or None."""
-    parent = index_dir(profile, root)
-    version = workspace.latest_version(parent)
-    return parent / version if version else None
 
 
 def sha256_file(path: Path) -> str:
@@ -112,42 +90,20 @@ class _Row:
         }
 
 
-def _clean(text: str | None) -> str | None:
-    if text is None:
-        return None
-    text = " ".join(text.split())
-    return text[:MAX_TEXT_CHARS] or None
-
-
-def _occurrence_text(occ: ImageOccurrence) -> tuple[int, str | None]:
-    for kind, text in (("caption", occ.caption), ("alt", occ.alt)):
-        if _clean(text):
-            return _TEXT_PRIORITY[kind], _clean(text)
-    return _TEXT_PRIORITY["item"], _clean(occ.item_title) or _clean(occ.item_text)
-
-
-def _first_urls(corpus: Corpus) -> dict[str, str]:
-    """sha256 -> the first URL the picture was fetched from."""
-    first: dict[str, str] = {}
-    for sha, url in corpus.db.execute("SELECT sha256, url FROM image_urls ORDER BY fetched_at, url"):
-        first.setdefault(sha, url)
-    return first
-
-
 def _image_rows(corpus: Corpus, first_url: dict[str, str]) -> list[_Row]:
     best: dict[str, _Row] = {}
     degree: dict[str, int] = {}
-    for occ in corpus.image_occurrences():
+    # The words shown with a picture are the words training paired it with (the text policy's).
+    for occ, words in described_occurrences(corpus):
         degree[occ.sha256] = min(degree.get(occ.sha256, occ.degree), occ.degree)
-        priority, text = _occurrence_text(occ)
-        # Lowest degree first (closest to the person), then the most descriptive text.
-        rank = (occ.degree, text is None, priority, occ.item_id, occ.position)
+        # Lowest degree first (closest to the person), then a sighting that has words.
+        rank = (occ.degree, not words, occ.item_id, occ.position)
         current = best.get(occ.sha256)
         if current is None or rank < current.rank:
             best[occ.sha256] = _Row(
                 id=image_id(occ.sha256),
                 modality="image",
-                text=text,
+                text=words or None,
                 image_url=first_url.get(occ.sha256, occ.image_url),
                 source=occ.source,
                 source_url=occ.item_url,
@@ -172,18 +128,17 @@ def _text_rows(corpus: Corpus, first_url: dict[str, str]) -> list[_Row]:
     items = {row["id"]: row for row in corpus.items()}
     best: dict[str, _Row] = {}
 
-    def offer(text: str | None, item_id: str, degree: int, sha256: str | None) -> None:
-        text = _clean(text)
+    def offer(words: str, item_id: str, degree: int, sha256: str | None) -> None:
         item = items.get(item_id)
-        if not text or item is None:
+        if not words or item is None:
             return
         rank = (degree, item_id)
-        current = best.get(text)
+        current = best.get(words)
         if current is None or rank < current.rank:
-            best[text] = _Row(
-                id=text_id(text),
+            best[words] = _Row(
+                id=text_id(words),
                 modality="text",
-                text=text,
+                text=words,
                 # The picture this text accompanies, if any: lets a result grid show it.
                 image_url=first_url.get(sha256) if sha256 else None,
                 source=item["source"],
@@ -202,8 +157,7 @@ def _text_rows(corpus: Corpus, first_url: dict[str, str]) -> list[_Row]:
     for item_id, item in items.items():
         if item_id in paired or item["kind"] not in ("post", "pin"):
             continue
-        words = " — ".join(t for t in (_clean(item["title"]), _clean(item["text"])) if t)
-        offer(words, item_id, item["degree"], None)
+        offer(text.item_words(item["title"], item["text"]), item_id, item["degree"], None)
     return [best[t] for t in sorted(best, key=lambda t: best[t].id)]
 
 
@@ -239,21 +193,36 @@ def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> np.ndarray:
     return vectors
 
 
+def index_profile(
+    ws: workspace.Workspace, profile: str, adapter_version: str | None = None, progress: bool = False
+) -> Path:
+    """Build a new index of ``profile`` with the backbone and adapter ``adapter_version`` (None: newest)
+    were trained on; returns the new version folder."""
+    from qualia.backbone import load_backbone
+    from qualia.embed import Encoder
+    from qualia.lora import read_adapter_meta
+
+    ws.require(profile, "corpus")
+    adapter = ws.adapter(profile, adapter_version)
+    meta = read_adapter_meta(adapter)
+    encoder = Encoder.load(load_backbone(meta["backbone"], meta.get("pretrained")), adapter)
+    return build_index(ws, profile, encoder, adapter.name, progress=progress)
+
+
 def build_index(
+    ws: workspace.Workspace,
     profile: str,
     encoder: Encoder,
     adapter_version: str | None,
     progress: bool = False,
-    root: Path | None = None,
 ) -> Path:
     """Embed every unique stored picture and every distinct text of the profile's corpus; returns the new version folder."""
-    path = workspace.corpus_path(profile, root)
-    with Corpus(path, images_root=workspace.images_dir(root), readonly=True) as corpus:
-        first_url = _first_urls(corpus)
+    with Corpus.open(ws, profile, readonly=True) as corpus:
+        first_url = corpus.first_image_urls()
         image_rows = _image_rows(corpus, first_url)
         text_rows = _text_rows(corpus, first_url)
     if not image_rows and not text_rows:
-        raise NothingToIndex(f"profile {profile!r} has nothing to index: its corpus holds no pictures or texts")
+        raise NotEnoughData(f"profile {profile!r} has nothing to index: its corpus holds no pictures or texts")
     log.info("indexing %s: %d images, %d texts", profile, len(image_rows), len(text_rows))
 
     vectors = np.concatenate([_embed(image_rows, encoder, progress), _embed(text_rows, encoder, progress)])
@@ -264,7 +233,7 @@ def build_index(
     index.add(vectors)
 
     version = workspace.new_version()
-    final = index_dir(profile, root) / version
+    final = ws.index_dir(profile) / version
     with workspace.atomic_dir(final) as tmp:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         with open(tmp / ROWS_FILE, "w", encoding="utf-8") as f:
@@ -353,12 +322,12 @@ class ProfileIndex:
     def search(self, query: np.ndarray, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
         """Best ``k`` rows for a (dim,) L2-normalized query vector, best first."""
         if modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+            raise InvalidArgument(f"modality must be one of {', '.join(MODALITIES)}, not {str(modality)[:20]!r}")
         if k < 1:
-            raise ValueError(f"k must be at least 1, not {k}")
+            raise InvalidArgument(f"k must be at least 1, not {k}")
         query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         if query.shape[1] != self.dim:
-            raise ValueError(f"query has dim {query.shape[1]}, the index has dim {self.dim}")
+            raise InvalidArgument(f"query has dim {query.shape[1]}, the index has dim {self.dim}")
         if modality == "any":
             start, stop = 0, self.index.ntotal
             params = None

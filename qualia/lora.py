@@ -1,8 +1,9 @@
 """LoRA adapters over the frozen backbone, and their folders on disk.
 
 An adapter folder is what peft writes (``adapter_config.json`` + ``adapter_model.safetensors``)
-plus ``qualia.json``: what peft does not know, i.e. which backbone and which exact base weights
-(``weights_sha256``) the adapter was trained on, the LoRA settings and whatever the trainer adds.
+plus ``qualia.json``: what peft does not know, each fact once: which backbone and which exact base
+weights (``backbone``, ``pretrained``, ``weights_sha256``) the adapter was trained on, its LoRA
+settings (``lora``), and what the trainer adds (the training recipe, data counts, history).
 
 Targets: open_clip's attention is ``nn.MultiheadAttention``, which peft adapts as a whole (module
 ``attn``; it merges the LoRA delta into ``in_proj_weight``/``out_proj`` around each forward). Adapting
@@ -16,7 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,45 +26,13 @@ import torch
 
 from qualia import workspace
 from qualia.backbone import Backbone
+from qualia.config import LoraSettings
+from qualia.errors import AdapterMismatch, CorruptArtifact, InvalidArgument
 
 log = logging.getLogger(__name__)
 
 META_FILE = "qualia.json"
 PEFT_FILES = ("adapter_config.json", "adapter_model.safetensors")
-
-
-@dataclass
-class LoraSettings:
-    rank: int = field(default=8, metadata={"help": "rank r of each low-rank update B·A"})
-    alpha: int = field(default=16, metadata={"help": "scale of the update is alpha / rank"})
-    dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input during training"})
-    target_modules: list[str] | str = field(
-        default_factory=lambda: ["attn", "c_fc", "c_proj"],
-        metadata={
-            "help": "modules to adapt: names matched against the end of module paths, or one regex "
-            "matched against whole paths; the default adapts attention and MLP of every block in both towers"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        if self.rank < 1:
-            raise ValueError(f"LoRA rank must be at least 1, got {self.rank}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
-        if not self.target_modules:
-            raise ValueError("LoRA needs at least one target module")
-
-    def peft_config(self) -> peft.LoraConfig:
-        targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
-        return peft.LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
-
-
-class AdapterMismatch(ValueError):
-    """The adapter was trained on other base weights than the backbone it is being loaded onto."""
-
-
-def adapters_dir(profile: str) -> Path:
-    return workspace.profile_dir(profile) / "adapters"
 
 
 def _missing_peft_files(folder: Path) -> list[str]:
@@ -78,12 +47,17 @@ def attach_lora(backbone: Backbone, settings: LoraSettings) -> peft.PeftModel:
     model = peft.get_peft_model(copy.deepcopy(backbone.model), settings.peft_config())
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name)
-    model.qualia_meta = {**backbone.describe(), "lora": asdict(settings)}
     return model
 
 
+def adapter_identity(backbone: Backbone, settings: LoraSettings) -> dict[str, Any]:
+    """What ``qualia.json`` must record for an adapter to be loadable: its base weights and its LoRA."""
+    return {**backbone.describe(), "lora": asdict(settings)}
+
+
 def save_adapter(model: peft.PeftModel, folder: Path, meta: dict[str, Any]) -> None:
-    """Write the peft files and ``qualia.json`` into ``folder``.
+    """Write the peft files and ``meta`` as ``qualia.json`` into ``folder``; ``meta`` starts from
+    ``adapter_identity``.
 
     Not atomic by itself: the trainer writes into a ``workspace.atomic_dir`` and renames it whole.
     """
@@ -93,21 +67,23 @@ def save_adapter(model: peft.PeftModel, folder: Path, meta: dict[str, Any]) -> N
     (folder / "README.md").unlink(missing_ok=True)  # peft's generic model card; qualia.json says more
     missing = _missing_peft_files(folder)
     if missing:
-        raise RuntimeError(f"peft did not write {missing} into {folder}")
-    record = {**getattr(model, "qualia_meta", {}), **meta}
-    if "weights_sha256" not in record:
-        raise ValueError("adapter metadata must name the base weights (weights_sha256)")
-    workspace.atomic_write_json(folder / META_FILE, record)
+        raise CorruptArtifact(f"peft did not write {missing} into {folder}")
+    if not {"backbone", "weights_sha256", "lora"} <= meta.keys():
+        raise InvalidArgument("adapter metadata must start from adapter_identity (backbone, base weights, LoRA)")
+    workspace.atomic_write_json(folder / META_FILE, meta)
 
 
 def read_adapter_meta(folder: Path) -> dict[str, Any]:
     path = Path(folder) / META_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} is not a qualia adapter: no {META_FILE}")
+        raise CorruptArtifact(f"{folder} is not a qualia adapter: no {META_FILE}")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CorruptArtifact(f"{path} is not readable JSON: {e}") from e
+    if not isinstance(meta, dict) or not meta.get("backbone") or not meta.get("weights_sha256"):
+        raise CorruptArtifact(f"{path} does not name the adapter's backbone and base weights")
+    return meta
 
 
 def check_compatible(backbone: Backbone, meta: dict[str, Any], folder: Path) -> None:
@@ -131,7 +107,7 @@ def load_adapter(backbone: Backbone, folder: Path) -> torch.nn.Module:
     check_compatible(backbone, meta, folder)
     missing = _missing_peft_files(folder)
     if missing:
-        raise FileNotFoundError(f"adapter {folder} is incomplete: missing {missing}")
+        raise CorruptArtifact(f"adapter {folder} is incomplete: missing {', '.join(missing)}")
     model = peft.PeftModel.from_pretrained(copy.deepcopy(backbone.model), str(folder))
     merged = model.merge_and_unload().eval()
     for p in merged.parameters():

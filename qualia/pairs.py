@@ -1,10 +1,7 @@
 """From the corpus to weighted text-image pairs, and their train/validation split. No torch here.
 
-Which words go with a picture depends on where the picture was seen:
-  pin, carousel, story  the pin's title and description (its alt text when both are empty)
-  body                  the figure's caption and alt text in the post
-  cover                 the post's title and subtitle
-Pairs with no words are skipped; the same words with the same picture count once.
+Which words go with a picture is the text policy's (``qualia.text.picture_words``); pairs with no
+words are skipped, and the same words with the same picture count once.
 
 Weights: a pair's weight is how much it says about *this* person's taste. Degree 0-1 things are
 theirs (their pins, their posts, what they chose to follow) and weigh 1. Degree 2 things were
@@ -15,17 +12,17 @@ neighbourhood of their taste, not of it, so they weigh half and cannot outvote t
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from qualia import text
 from qualia.corpus import Corpus, ImageOccurrence
+from qualia.errors import InvalidArgument
 
-MAX_TEXT_CHARS = 300  # CLIP reads at most 77 tokens; longer text is noise for the tokenizer to cut
 DEGREE_WEIGHTS = {0: 1.0, 1: 1.0, 2: 0.5}
 FAR_WEIGHT = 0.25  # degree 3 and beyond, should a crawl ever go there
-_SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
@@ -44,53 +41,34 @@ def degree_weight(degree: int) -> float:
     return DEGREE_WEIGHTS.get(degree, FAR_WEIGHT)
 
 
-def _clean(text: str | None) -> str:
-    return _SPACE.sub(" ", text or "").strip()
-
-
-def _join(parts: Iterable[str | None]) -> str:
-    kept: list[str] = []
-    for part in map(_clean, parts):
-        if part and part.lower() not in (k.lower() for k in kept):
-            kept.append(part)
-    text = ""
-    for part in kept:
-        text = part if not text else (f"{text} {part}" if text[-1] in ".!?:;" else f"{text}. {part}")
-    if len(text) > MAX_TEXT_CHARS:
-        text = text[:MAX_TEXT_CHARS].rsplit(" ", 1)[0]
-    return text
-
-
-def pair_text(occurrence: ImageOccurrence, item_data: dict | None = None) -> str:
-    """The words that go with one picture, by its role (see the module's docstring)."""
-    o = occurrence
-    if o.role in ("pin", "carousel", "story"):
-        return _join([o.item_title, o.item_text]) or _join([o.alt, o.caption])
-    if o.role == "body":
-        return _join([o.caption, o.alt])
-    if o.role == "cover":
-        return _join([o.item_title, (item_data or {}).get("subtitle")])
-    return _join([o.caption, o.alt]) or _clean(o.item_title)
+def described_occurrences(corpus: Corpus) -> Iterator[tuple[ImageOccurrence, str]]:
+    """Every (item, stored picture) pairing with the words that describe it ('' when none), in corpus order."""
+    subtitles: dict[str, Any] = {}
+    for o in corpus.image_occurrences():
+        if o.role == "cover" and o.item_id not in subtitles:
+            subtitles[o.item_id] = (corpus.item_data(o.item_id) or {}).get("subtitle")
+        words = text.picture_words(
+            o.role,
+            item_title=o.item_title,
+            item_text=o.item_text,
+            subtitle=subtitles.get(o.item_id) if o.role == "cover" else None,
+            alt=o.alt,
+            caption=o.caption,
+        )
+        yield o, words
 
 
 def corpus_pairs(corpus: Corpus) -> list[Pair]:
     """Every distinct (text, picture) pair in the corpus, in the corpus's stable order."""
-    data_cache: dict[str, dict] = {}
     best: dict[tuple[str, str], Pair] = {}
-    for o in corpus.image_occurrences():
-        data = None
-        if o.role == "cover":
-            if o.item_id not in data_cache:
-                data_cache[o.item_id] = (corpus.item(o.item_id) or {}).get("data") or {}
-            data = data_cache[o.item_id]
-        text = pair_text(o, data)
-        if not text:
+    for o, words in described_occurrences(corpus):
+        if not words:
             continue
-        key = (text, o.sha256)
+        key = (words, o.sha256)
         seen = best.get(key)
         if seen is None or o.degree < seen.degree:  # the closest sighting speaks for the pair
             best[key] = Pair(
-                text=text,
+                text=words,
                 image_sha256=o.sha256,
                 image_path=o.image_path,
                 artifact_id=o.item_id,
@@ -100,6 +78,11 @@ def corpus_pairs(corpus: Corpus) -> list[Pair]:
                 weight=degree_weight(o.degree),
             )
     return list(best.values())
+
+
+def corpus_summary(corpus: Corpus) -> dict[str, Any]:
+    """What ``qualia corpus --json`` shows: the corpus's counts and how many pairs they make."""
+    return {**corpus.counts(), "pairs": len(corpus_pairs(corpus))}
 
 
 def _artifact_groups(pairs: list[Pair]) -> dict[str, str]:
@@ -132,7 +115,7 @@ def split_pairs(pairs: list[Pair], val_fraction: float = 0.2, seed: int = 0) -> 
     go to one side. A group's side depends only on its id and ``seed``, not on the list's order or on
     other items, so a growing corpus keeps old items where they were."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        raise InvalidArgument(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     groups = _artifact_groups(pairs)
     score = {g: _unit_hash(g, seed) for g in set(groups.values())}
     val_groups = {g for g, u in score.items() if u < val_fraction}

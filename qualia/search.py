@@ -1,7 +1,8 @@
 """Query side, shared by the CLI and the service: a profile's index plus the exact encoder it was built with.
 
 An index is only meaningful with the backbone weights and adapter that embedded it, so loading refuses
-any other pairing (IndexMismatch) instead of returning scores from a different space.
+any other pairing (IndexMismatch) instead of returning scores from a different space. A query text is
+cleaned and cut as the text policy says (``qualia.text``), like everything the index embedded.
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from qualia import workspace
-from qualia.corpus import InvalidImage, validate_image
-from qualia.index import ProfileIndex, latest_index, read_manifest
+from qualia import text, workspace
+from qualia.corpus import validate_image
+from qualia.errors import (
+    BackboneUnavailable,
+    CorruptArtifact,
+    ImageTooLarge,
+    IndexMismatch,
+    InvalidArgument,
+    InvalidImage,
+    NotFound,
+)
+from qualia.index import ProfileIndex, read_manifest
 
 if TYPE_CHECKING:
     from qualia.backbone import Backbone
@@ -28,57 +38,46 @@ DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_IMAGE_PIXELS = 25_000_000
 
 
-class NoIndex(FileNotFoundError):
-    """The profile has no built index (or no such profile)."""
-
-
-class IndexMismatch(RuntimeError):
-    """The backbone or adapter available now is not the one the index was built with."""
-
-
-class InvalidQueryImage(ValueError):
-    """Query bytes that are not a picture we can read."""
-
-
-class QueryImageTooLarge(InvalidQueryImage):
-    pass
-
-
 def decode_image(
     data: bytes,
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
-    """Query bytes -> RGB picture; QueryImageTooLarge / InvalidQueryImage with the reason otherwise."""
+    """Query bytes -> RGB picture; ImageTooLarge / InvalidImage with the reason otherwise."""
     if not data:
-        raise InvalidQueryImage("the image is empty")
+        raise InvalidImage("the image is empty")
     if len(data) > max_bytes:
-        raise QueryImageTooLarge(f"image of {len(data)} bytes is over the {max_bytes}-byte limit")
+        raise ImageTooLarge(f"image of {len(data)} bytes is over the {max_bytes}-byte limit")
     try:
         # The header alone gives the size: refuse a decompression bomb before decoding it.
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
     except Image.DecompressionBombError as e:
-        raise QueryImageTooLarge(f"image is too large: {e}") from e
-    except Exception as e:  # PIL raises many kinds on garbage input
-        raise InvalidQueryImage(f"not a readable image: {e}") from e
+        raise ImageTooLarge(f"image is too large: {e}") from e
+    except Exception as e:  # PIL raises many kinds on garbage input, and names its BytesIO in the message
+        raise InvalidImage("not a picture qualia can read (PNG, JPEG, WEBP or GIF)") from e
     if width * height > max_pixels:
-        raise QueryImageTooLarge(f"image of {width}x{height} pixels is over the {max_pixels}-pixel limit")
+        raise ImageTooLarge(f"image of {width}x{height} pixels is over the {max_pixels}-pixel limit")
+    validate_image(data)
     try:
-        validate_image(data)
         with Image.open(io.BytesIO(data)) as im:
             return im.convert("RGB")
-    except InvalidImage as e:
-        raise InvalidQueryImage(str(e)) from e
     except Exception as e:
-        raise InvalidQueryImage(f"not a readable image: {e}") from e
+        raise InvalidImage(f"not a readable picture: {e}") from e
 
 
 def load_image_file(path: Path, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Image.Image:
+    """The picture in file ``path`` for a query; NotFound / InvalidImage / ImageTooLarge with a plain reason."""
     path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"no picture file {str(path)!r}" + (" (it is a folder)" if path.is_dir() else ""))
     if path.stat().st_size > max_bytes:
-        raise QueryImageTooLarge(f"{path} is over the {max_bytes}-byte limit")
-    return decode_image(path.read_bytes(), max_bytes=max_bytes)
+        raise ImageTooLarge(f"{path} is over the {max_bytes}-byte limit")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InvalidImage(f"cannot read {path}: {e.strerror or e}") from e
+    return decode_image(data, max_bytes=max_bytes)
 
 
 class BackboneCache:
@@ -93,17 +92,11 @@ class BackboneCache:
         key = (name, pretrained)
         with self._lock:
             if key not in self._loaded:
-                from qualia.backbone import load_backbone
+                from qualia.backbone import load_backbone  # torch: only once a model is needed
 
                 log.info("loading backbone %s (%s)", name, pretrained)
                 self._loaded[key] = load_backbone(name, pretrained, device=self.device)
             return self._loaded[key]
-
-
-def adapter_folder(profile: str, version: str, root: Path | None = None) -> Path:
-    if not workspace.VERSION_NAME.fullmatch(version or ""):
-        raise IndexMismatch(f"index names adapter version {version!r}, which is not a version name")
-    return workspace.profile_dir(profile, root) / "adapters" / version
 
 
 class ProfileSearcher:
@@ -125,32 +118,22 @@ class ProfileSearcher:
     @classmethod
     def load(
         cls,
+        ws: workspace.Workspace,
         profile: str,
         version: str | None = None,
-        root: Path | None = None,
         backbones: BackboneCache | None = None,
     ) -> ProfileSearcher:
-        workspace.check_profile_name(profile)
-        if version is None:
-            folder = latest_index(profile, root)
-            if folder is None:
-                raise NoIndex(f"profile {profile!r} has no index: run `qualia index {profile}` first")
-        else:
-            try:
-                folder = workspace.resolve_version(workspace.profile_dir(profile, root) / "index", version)
-            except FileNotFoundError as e:
-                raise NoIndex(f"profile {profile!r} has no index version {version!r}") from e
-        return cls.from_folder(profile, folder, root=root, backbones=backbones)
+        """Index ``version`` of ``profile`` (None: the newest) with its encoder; NoIndex if there is none."""
+        return cls.from_folder(ws, profile, ws.index(profile, version), backbones=backbones)
 
     @classmethod
     def from_folder(
         cls,
+        ws: workspace.Workspace,
         profile: str,
         folder: Path,
-        root: Path | None = None,
         backbones: BackboneCache | None = None,
     ) -> ProfileSearcher:
-        from qualia.backbone import BackboneUnavailable
         from qualia.embed import Encoder
 
         manifest = read_manifest(folder)
@@ -168,37 +151,50 @@ class ProfileSearcher:
             )
         adapter_dir = None
         if manifest.get("adapter_version"):
-            adapter_dir = adapter_folder(profile, manifest["adapter_version"], root)
-            if not adapter_dir.is_dir():
-                raise IndexMismatch(
-                    f"index {folder.name} of {profile!r} was built with adapter {manifest['adapter_version']}, "
-                    "which is gone; rebuild the index"
-                )
-            from qualia.lora import read_adapter_meta
-
-            try:
-                adapter_weights = read_adapter_meta(adapter_dir).get("weights_sha256")
-            except (OSError, ValueError) as e:
-                raise IndexMismatch(f"adapter {adapter_dir.name} of {profile!r} is unusable: {e}") from e
-            if built_with and adapter_weights != built_with:
-                raise IndexMismatch(
-                    f"adapter {adapter_dir.name} of {profile!r} was trained on other base weights than "
-                    f"index {folder.name} was built with"
-                )
+            adapter_dir = cls._adapter_of(ws, profile, folder, manifest, built_with)
         index = ProfileIndex.load(folder)
         try:
             encoder = Encoder.load(backbone, adapter_dir)
-        except (OSError, ValueError) as e:  # incomplete adapter folder, or other base weights
-            raise IndexMismatch(f"cannot load adapter {adapter_dir} of {profile!r}: {e}") from e
+        except CorruptArtifact as e:
+            raise IndexMismatch(f"cannot load adapter {adapter_dir.name} of {profile!r}: {e}") from e
         if encoder.dim != index.dim:
             raise IndexMismatch(f"encoder gives dim {encoder.dim}, index {folder.name} holds dim {index.dim}")
         log.info("loaded index %s of %s (adapter %s)", index.version, profile, manifest.get("adapter_version"))
         return cls(profile, index, encoder)
 
-    def search_text(self, text: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
-        if not text or not text.strip():
-            raise ValueError("the query text is empty")
-        return self.index.search(self.encoder.encode_texts([text])[0], k=k, modality=modality)
+    @staticmethod
+    def _adapter_of(
+        ws: workspace.Workspace, profile: str, folder: Path, manifest: dict[str, Any], built_with: str | None
+    ) -> Path:
+        """The adapter folder the index names, checked to exist and to sit on the index's base weights."""
+        from qualia.lora import read_adapter_meta
+
+        version = manifest["adapter_version"]
+        try:
+            adapter_dir = ws.adapter(profile, version)
+        except NotFound as e:
+            raise IndexMismatch(
+                f"index {folder.name} of {profile!r} was built with adapter {str(version)[:40]}, "
+                "which is gone; rebuild the index"
+            ) from e
+        try:
+            adapter_weights = read_adapter_meta(adapter_dir).get("weights_sha256")
+        except CorruptArtifact as e:
+            raise IndexMismatch(f"adapter {adapter_dir.name} of {profile!r} is unusable: {e}") from e
+        if built_with and adapter_weights != built_with:
+            raise IndexMismatch(
+                f"adapter {adapter_dir.name} of {profile!r} was trained on other base weights than "
+                f"index {folder.name} was built with"
+            )
+        return adapter_dir
+
+    def search_text(self, query: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
+        words = text.clean(query)
+        if not words:
+            raise InvalidArgument("the query text is empty")
+        if len(words) > text.MAX_QUERY_CHARS:
+            raise InvalidArgument(f"the query text is over {text.MAX_QUERY_CHARS} characters")
+        return self.index.search(self.encoder.encode_texts([text.cut(words)])[0], k=k, modality=modality)
 
     def search_image(self, image: Image.Image, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
         return self.index.search(self.encoder.encode_images([image.convert("RGB")])[0], k=k, modality=modality)

@@ -41,11 +41,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from qualia import __version__, workspace
-from qualia.backbone import DEFAULT_BACKBONE, Backbone, load_backbone
+from qualia.backbone import Backbone, load_backbone
+from qualia.config import TrainSettings
 from qualia.corpus import Corpus
 from qualia.embed import Encoder
+from qualia.errors import NotEnoughData
 from qualia.evaluate import SPLIT_FILE, encoder_metrics, preprocess_images, unique_images
-from qualia.lora import LoraSettings, adapters_dir, attach_lora, save_adapter
+from qualia.lora import adapter_identity, attach_lora, save_adapter
 from qualia.pairs import Pair, corpus_pairs, split_pairs
 
 log = logging.getLogger(__name__)
@@ -55,34 +57,6 @@ MIN_VAL_PAIRS = 2
 CHECKPOINT_DIR = ".checkpoint"
 CHECKPOINT_FILE = "state.pt"
 WARMUP_FRACTION = 0.1
-
-
-@dataclass
-class TrainSettings:
-    backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": "open_clip model name, or qualia-tiny"})
-    pretrained: str | None = field(
-        default=None, metadata={"help": "hub tag or local weights file; None: the model's default"}
-    )
-    epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
-    batch_size: int = field(default=64, metadata={"help": "pairs per step; each pair's negatives are the batch's others"})
-    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (linear warmup, cosine decay to 0)"})
-    rank: int = field(default=8, metadata={"help": "LoRA rank"})
-    alpha: int = field(default=16, metadata={"help": "LoRA alpha (update scale alpha/rank)"})
-    dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on the LoRA weights"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of artifacts held out for evaluation"})
-    seed: int = field(default=0, metadata={"help": "seeds the split, the LoRA init and the batch order"})
-    device: str = field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError("training needs epochs >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
-        if self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        self.lora()  # bad LoRA settings fail here, before the backbone and pictures are loaded
-
-    def lora(self) -> LoraSettings:
-        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout)
 
 
 @dataclass
@@ -252,7 +226,187 @@ def _report(progress: bool, epoch: int, epochs: int, record: dict[str, Any]) -> 
         sys.stderr.flush()
 
 
+@dataclass
+class _Material:
+    """A profile's pairs, split, with their pictures preprocessed once and shared by both sides."""
+
+    pairs: list[Pair]
+    train: list[Pair]
+    val: list[Pair]
+    pixels: torch.Tensor  # (n_images, 3, S, S) float16
+    row_of_image: dict[str, int]
+    train_data: _Data
+    val_data: _Data
+
+    def val_pixels(self) -> torch.Tensor:
+        return self.pixels[[self.row_of_image[s] for s in unique_images(self.val)]]
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "pairs": len(self.pairs),
+            "pairs_train": len(self.train),
+            "pairs_val": len(self.val),
+            "artifacts": len({p.artifact_id for p in self.pairs}),
+            "artifacts_train": len({p.artifact_id for p in self.train}),
+            "artifacts_val": len({p.artifact_id for p in self.val}),
+            "images": len(self.pixels),
+        }
+
+
+@dataclass
+class _Run:
+    """The trainable state of one training run, and where its checkpoint goes."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scale: torch.Tensor  # the backbone's fixed logit scale
+    checkpoint: Path
+    fingerprint: str
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def split_for_training(
+    ws: workspace.Workspace, profile: str, settings: TrainSettings
+) -> tuple[list[Pair], list[Pair], list[Pair]]:
+    """(all pairs, train, validation) of the profile's corpus; NotEnoughData when too few to train on."""
+    with Corpus.open(ws, profile, readonly=True) as corpus:
+        pairs = corpus_pairs(corpus)
+    train, val = split_pairs(pairs, settings.val_fraction, settings.seed)
+    if len(train) < MIN_TRAIN_PAIRS or len(val) < MIN_VAL_PAIRS:
+        raise NotEnoughData(
+            f"profile {profile!r} has too few text-image pairs to train on: {len(pairs)} pairs make "
+            f"{len(train)} for training and {len(val)} for validation (need at least {MIN_TRAIN_PAIRS} and "
+            f"{MIN_VAL_PAIRS}); crawl more (e.g. --depth 2) first"
+        )
+    return pairs, train, val
+
+
+def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone) -> _Material:
+    pixels = preprocess_images(train + val, backbone, torch.float16)
+    row_of_image = {sha: i for i, sha in enumerate(unique_images(train + val))}
+    material = _Material(
+        pairs, train, val, pixels, row_of_image,
+        train_data=_build_data(train, backbone, row_of_image, pixels),
+        val_data=_build_data(val, backbone, row_of_image, pixels),
+    )
+    log.info("%d training pairs, %d validation pairs, %d pictures cached", len(train), len(val), len(pixels))
+    return material
+
+
+def _start_run(
+    backbone: Backbone, settings: TrainSettings, material: _Material, checkpoint: Path, profile: str
+) -> _Run:
+    """A fresh LoRA model and optimizer, or the state of a checkpoint of this very recipe and data."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)  # the LoRA A matrices' init
+        model = attach_lora(backbone, settings.lora())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    run = _Run(
+        model=model,
+        optimizer=torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay),
+        scale=backbone.model.logit_scale.detach().exp().clamp(max=100.0),
+        checkpoint=checkpoint,
+        fingerprint=_fingerprint(settings, backbone, material.train, material.val),
+    )
+    state = _read_checkpoint(checkpoint, run.fingerprint)
+    if state is not None:
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["lora"].items():
+                named[name].copy_(value)
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.start_epoch, run.history = state["epoch"], state["history"]
+        log.info("resuming %s's training after epoch %d", profile, run.start_epoch)
+    return run
+
+
+def _train_epochs(
+    run: _Run,
+    material: _Material,
+    settings: TrainSettings,
+    device: torch.device,
+    progress: bool,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+) -> None:
+    """Epochs ``run.start_epoch`` .. ``settings.epochs``, each ending in a checkpoint."""
+    n_train = len(material.train)
+    steps_per_epoch = len(_batches(n_train, settings.batch_size, settings.seed, 0))
+    total_steps = steps_per_epoch * settings.epochs
+    for epoch in range(run.start_epoch, settings.epochs):
+        run.model.train()
+        losses = []
+        for i, batch in enumerate(_batches(n_train, settings.batch_size, settings.seed, epoch)):
+            for group in run.optimizer.param_groups:
+                group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
+            loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            losses.append(float(loss.detach()))
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": sum(losses) / len(losses),
+            "val_loss": _mean_loss(run.model, material.val_data, settings.batch_size, run.scale, device),
+        }
+        run.history.append(record)
+        _save_checkpoint(
+            run.checkpoint,
+            {
+                "fingerprint": run.fingerprint,
+                "epoch": epoch + 1,
+                "lora": _lora_state(run.model),
+                "optimizer": run.optimizer.state_dict(),
+                "history": run.history,
+            },
+        )
+        _report(progress, epoch + 1, settings.epochs, record)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, record)
+
+
+def _save_version(
+    ws: workspace.Workspace,
+    profile: str,
+    settings: TrainSettings,
+    backbone: Backbone,
+    run: _Run,
+    material: _Material,
+    metrics: dict[str, Any],
+    seconds: float,
+) -> Path:
+    """Write the adapter, its evaluation, split and loss curve as one new version folder, atomically."""
+    version = workspace.new_version()
+    folder = ws.adapters_dir(profile) / version
+    meta = {
+        **adapter_identity(backbone, settings.lora()),
+        "version": version,
+        "profile": profile,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "qualia_version": __version__,
+        "train": settings.recipe(),
+        "temperature": {"learnable": False, "logit_scale": float(run.scale)},
+        "data": material.counts(),
+        "history": run.history,
+        "train_seconds": round(seconds, 1),
+    }
+    with workspace.atomic_dir(folder) as tmp:
+        save_adapter(run.model, tmp, meta)
+        workspace.atomic_write_json(tmp / "metrics.json", metrics)
+        workspace.atomic_write_json(
+            tmp / SPLIT_FILE,
+            {
+                "seed": settings.seed,
+                "val_fraction": settings.val_fraction,
+                "val_artifacts": sorted({p.artifact_id for p in material.val}),
+            },
+        )
+        draw_loss_curve(run.history, tmp / "loss_curve.png", f"{profile} · {backbone.name} · LoRA r={settings.rank}")
+    return folder
+
+
 def train_profile(
+    ws: workspace.Workspace,
     profile: str,
     settings: TrainSettings,
     progress: bool = False,
@@ -263,119 +417,21 @@ def train_profile(
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is safely written
     (an exception from it stops training, leaving a checkpoint to resume from).
     """
-    with Corpus(workspace.corpus_path(profile), readonly=True) as corpus:
-        pairs = corpus_pairs(corpus)
-    train, val = split_pairs(pairs, settings.val_fraction, settings.seed)
-    if len(train) < MIN_TRAIN_PAIRS or len(val) < MIN_VAL_PAIRS:
-        raise ValueError(
-            f"profile {profile!r} has too few text-image pairs to train on: {len(pairs)} pairs make "
-            f"{len(train)} for training and {len(val)} for validation (need at least {MIN_TRAIN_PAIRS} and "
-            f"{MIN_VAL_PAIRS}); crawl more (e.g. --depth 2) first"
-        )
+    pairs, train, val = split_for_training(ws, profile, settings)
     started = time.monotonic()
+    checkpoint = ws.adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
-        device = backbone.device
-        pixels = preprocess_images(train + val, backbone, torch.float16)
-        row_of_image = {sha: i for i, sha in enumerate(unique_images(train + val))}
-        train_data = _build_data(train, backbone, row_of_image, pixels)
-        val_data = _build_data(val, backbone, row_of_image, pixels)
-        log.info("%d training pairs, %d validation pairs, %d pictures cached", len(train), len(val), len(pixels))
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.seed)  # the LoRA A matrices' init
-            model = attach_lora(backbone, settings.lora())
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-        scale = backbone.model.logit_scale.detach().exp().clamp(max=100.0)
-
-        checkpoint = adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
-        fingerprint = _fingerprint(settings, backbone, train, val)
-        history: list[dict[str, Any]] = []
-        start_epoch = 0
-        state = _read_checkpoint(checkpoint, fingerprint)
-        if state is not None:
-            named = dict(model.named_parameters())
-            with torch.no_grad():
-                for name, value in state["lora"].items():
-                    named[name].copy_(value)
-            optimizer.load_state_dict(state["optimizer"])
-            start_epoch, history = state["epoch"], state["history"]
-            log.info("resuming %s's training after epoch %d", profile, start_epoch)
-
-        steps_per_epoch = len(_batches(len(train), settings.batch_size, settings.seed, 0))
-        total_steps = steps_per_epoch * settings.epochs
-        for epoch in range(start_epoch, settings.epochs):
-            model.train()
-            losses = []
-            for i, batch in enumerate(_batches(len(train), settings.batch_size, settings.seed, epoch)):
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
-                loss = contrastive_loss(model, train_data, batch, scale, device)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-            record = {
-                "epoch": epoch + 1,
-                "train_loss": sum(losses) / len(losses),
-                "val_loss": _mean_loss(model, val_data, settings.batch_size, scale, device),
-            }
-            history.append(record)
-            _save_checkpoint(
-                checkpoint,
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "lora": _lora_state(model),
-                    "optimizer": optimizer.state_dict(),
-                    "history": history,
-                },
-            )
-            _report(progress, epoch + 1, settings.epochs, record)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, record)
-
-        val_pixels = pixels[[row_of_image[s] for s in unique_images(val)]]
+        material = _prepare(pairs, train, val, backbone)
+        run = _start_run(backbone, settings, material, checkpoint, profile)
+        _train_epochs(run, material, settings, backbone.device, progress, on_epoch_end)
+        val_pixels = material.val_pixels()
         metrics = {
             "pairs": len(val),
             "base": encoder_metrics(Encoder(backbone.model, backbone), val, val_pixels),
-            "adapter": encoder_metrics(Encoder(model, backbone), val, val_pixels),
+            "adapter": encoder_metrics(Encoder(run.model, backbone), val, val_pixels),
         }
-
-    version = workspace.new_version()
-    folder = adapters_dir(profile) / version
-    meta = {
-        "version": version,
-        "profile": profile,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "qualia_version": __version__,
-        "train": asdict(settings),
-        "temperature": {"learnable": False, "logit_scale": float(scale)},
-        "data": {
-            "pairs": len(pairs),
-            "pairs_train": len(train),
-            "pairs_val": len(val),
-            "artifacts": len({p.artifact_id for p in pairs}),
-            "artifacts_train": len({p.artifact_id for p in train}),
-            "artifacts_val": len({p.artifact_id for p in val}),
-            "images": len(pixels),
-        },
-        "history": history,
-        "train_seconds": round(time.monotonic() - started, 1),
-    }
-    with workspace.atomic_dir(folder) as tmp:
-        save_adapter(model, tmp, meta)
-        workspace.atomic_write_json(tmp / "metrics.json", metrics)
-        workspace.atomic_write_json(
-            tmp / SPLIT_FILE,
-            {
-                "seed": settings.seed,
-                "val_fraction": settings.val_fraction,
-                "val_artifacts": sorted({p.artifact_id for p in val}),
-            },
-        )
-        draw_loss_curve(history, tmp / "loss_curve.png", f"{profile} · {backbone.name} · LoRA r={settings.rank}")
+    folder = _save_version(ws, profile, settings, backbone, run, material, metrics, time.monotonic() - started)
     shutil.rmtree(checkpoint.parent, ignore_errors=True)
     log.info(
         "adapter %s saved: val t2i r10 %.3f (base %.3f)",

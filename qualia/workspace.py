@@ -1,7 +1,7 @@
 """Where everything lives on disk, and how it is written.
 
-Layout (see README): ``$QUALIA_HOME/profiles/<profile>/{corpus.sqlite,adapters/<ver>/,index/<ver>/}``
-and ``$QUALIA_HOME/images/<aa>/<sha256>.<ext>``. Every artifact is written atomically so a reader
+Layout (see README): ``<root>/profiles/<profile>/{corpus.sqlite,adapters/<ver>/,index/<ver>/}``
+and ``<root>/images/<aa>/<sha256>.<ext>``. Every artifact is written atomically so a reader
 (or a process killed with -9 mid-write) never leaves half a file behind.
 """
 
@@ -14,53 +14,127 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from qualia.errors import InvalidProfileName, MissingStep, NoIndex, NotFound
+
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Version folders are UTC timestamps, so "newest" is also "sorts last".
 VERSION_NAME = re.compile(r"\d{8}T\d{6}(\d{6})?Z")
+DEFAULT_ROOT = Path("~/.qualia")
 
-
-class InvalidProfileName(ValueError):
-    pass
-
-
-def home() -> Path:
-    return Path(os.environ.get("QUALIA_HOME") or Path.home() / ".qualia").expanduser()
+# The artifacts of a profile in the order the commands make them, with the command that makes each.
+STEPS = (
+    ("corpus", "`qualia crawl {profile} --substack HANDLE` (or --pinterest USER)"),
+    ("adapter", "`qualia train {profile}`"),
+    ("index", "`qualia index {profile}`"),
+)
 
 
 def check_profile_name(name: str) -> str:
     if not isinstance(name, str) or not PROFILE_NAME.fullmatch(name):
+        shown = name[:80] if isinstance(name, str) else type(name).__name__
         raise InvalidProfileName(
-            f"invalid profile name {name!r}: use 1-64 characters from a-z, 0-9, '_' and '-', "
+            f"invalid profile name {shown!r}: use 1-64 characters from a-z, 0-9, '_' and '-', "
             "starting with a letter or digit"
         )
     return name
 
 
-def profiles_dir(root: Path | None = None) -> Path:
-    return (root or home()) / "profiles"
+@dataclass(frozen=True)
+class Workspace:
+    """Where one qualia installation keeps everything: built once by the caller, passed down.
+
+    The command line builds it from ``QUALIA_HOME``, the service from its settings; nothing below
+    them reads the environment. Every method that takes a profile checks its name first.
+    """
+
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None = None) -> Workspace:
+        """The workspace at ``root`` (``~/.qualia`` when None or empty)."""
+        return cls(Path(root or DEFAULT_ROOT).expanduser())
+
+    @property
+    def profiles_dir(self) -> Path:
+        return self.root / "profiles"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    def profile_dir(self, profile: str) -> Path:
+        return self.profiles_dir / check_profile_name(profile)
+
+    def corpus_path(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "corpus.sqlite"
+
+    def adapters_dir(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "adapters"
+
+    def index_dir(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "index"
+
+    def crawl_job_dir(self, profile: str) -> Path:
+        return self.profile_dir(profile) / "crawl_job"
+
+    def list_profiles(self) -> list[str]:
+        if not self.profiles_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.profiles_dir.iterdir() if p.is_dir() and PROFILE_NAME.fullmatch(p.name))
+
+    def latest_adapter(self, profile: str) -> Path | None:
+        """The newest complete adapter folder of ``profile``, or None."""
+        return _latest(self.adapters_dir(profile))
+
+    def latest_index(self, profile: str) -> Path | None:
+        """The newest complete index folder of ``profile``, or None."""
+        return _latest(self.index_dir(profile))
+
+    def adapter(self, profile: str, version: str | None = None) -> Path:
+        """The folder of adapter ``version`` (None: the newest); MissingStep / NotFound otherwise."""
+        if version is None:
+            self.require(profile, "adapter")
+        return resolve_version(self.adapters_dir(profile), version, f"adapter of {profile!r}")
+
+    def index(self, profile: str, version: str | None = None) -> Path:
+        """The folder of index ``version`` (None: the newest); NoIndex otherwise."""
+        if version is None:
+            self.require(profile, "index")
+        try:
+            return resolve_version(self.index_dir(profile), version, f"index of {profile!r}")
+        except NotFound as e:
+            raise NoIndex(str(e)) from e
+
+    def require(self, profile: str, artifact: str) -> None:
+        """Nothing if ``profile`` has ``artifact`` ("corpus", "adapter" or "index"); else MissingStep
+        naming, once, every command still to run, so a new user learns the whole chain in one try."""
+        names = [name for name, _ in STEPS]
+        wanted = names.index(artifact)
+        have = {
+            "corpus": lambda: self.corpus_path(profile).is_file(),
+            "adapter": lambda: self.latest_adapter(profile) is not None,
+            "index": lambda: self.latest_index(profile) is not None,
+        }
+        if have[artifact]():
+            return
+        first = next((i for i in range(wanted) if not have[names[i]]()), wanted)
+        chain = ", then ".join(command.format(profile=profile) for _, command in STEPS[first : wanted + 1])
+        if not self.profile_dir(profile).is_dir():
+            what = f"no profile {profile!r} in {self.root}"
+        else:
+            what = f"profile {profile!r} has no {names[first]} yet"
+        error = NoIndex if artifact == "index" else MissingStep
+        raise error(f"{what}: run {chain}")
 
 
-def profile_dir(profile: str, root: Path | None = None) -> Path:
-    return profiles_dir(root) / check_profile_name(profile)
-
-
-def corpus_path(profile: str, root: Path | None = None) -> Path:
-    return profile_dir(profile, root) / "corpus.sqlite"
-
-
-def images_dir(root: Path | None = None) -> Path:
-    return (root or home()) / "images"
-
-
-def list_profiles(root: Path | None = None) -> list[str]:
-    base = profiles_dir(root)
-    if not base.is_dir():
-        return []
-    return sorted(p.name for p in base.iterdir() if p.is_dir() and PROFILE_NAME.fullmatch(p.name))
+def _latest(parent: Path) -> Path | None:
+    version = latest_version(parent)
+    return parent / version if version else None
 
 
 def new_version() -> str:
@@ -79,14 +153,16 @@ def latest_version(parent: Path) -> str | None:
     return found[-1] if found else None
 
 
-def resolve_version(parent: Path, version: str | None) -> Path:
-    """The folder of ``version`` (or of the newest one) under ``parent``; FileNotFoundError if none."""
+def resolve_version(parent: Path, version: str | None, what: str = "version") -> Path:
+    """The folder of ``version`` (or of the newest one) under ``parent``; NotFound if there is none."""
     if version is None:
         version = latest_version(parent)
         if version is None:
-            raise FileNotFoundError(f"no versions under {parent}")
-    if not VERSION_NAME.fullmatch(version) or not (parent / version).is_dir():
-        raise FileNotFoundError(f"no version {version!r} under {parent}")
+            raise NotFound(f"no {what} yet")
+    if not isinstance(version, str) or not VERSION_NAME.fullmatch(version) or not (parent / version).is_dir():
+        known = versions(parent)
+        hint = f" (there are {len(known)}, newest {known[-1]})" if known else ""
+        raise NotFound(f"no {what} version {str(version)[:40]!r}{hint}")
     return parent / version
 
 

@@ -1,7 +1,8 @@
 """The HTTP service: ``create_app(settings)`` is what ``qualia serve`` runs with uvicorn.
 
 Routers hold the endpoints; ``Resources`` holds the heavy state (backbones, per-profile searchers);
-library errors map to 4xx here, once, so endpoints stay free of HTTP error plumbing.
+library errors (``qualia.errors``) map to their HTTP status here, once, so endpoints stay free of
+HTTP error plumbing.
 """
 
 from __future__ import annotations
@@ -15,9 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qualia.index import CorruptIndex
-from qualia.search import IndexMismatch, InvalidQueryImage, NoIndex, QueryImageTooLarge
-from qualia.workspace import InvalidProfileName
+from qualia.errors import QualiaError
 
 from service.resources import Resources
 from service.routers import health, profiles, search
@@ -76,11 +75,10 @@ class BodySizeLimit:
         await response(scope, receive, send)
 
 
-def _error(status: int):
-    async def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status)
-
-    return handler
+async def qualia_error(request: Request, exc: Exception) -> JSONResponse:
+    """Every error the library raises on purpose, answered with the status its class names."""
+    status = exc.http_status if isinstance(exc, QualiaError) else 500
+    return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
@@ -91,7 +89,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.preload:
             await run_in_threadpool(resources.preload)
-        log.info("qualia service ready (home %s)", settings.root)
+        log.info("qualia service ready (workspace %s)", settings.workspace.root)
         yield
 
     app = FastAPI(
@@ -103,13 +101,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.resources = resources
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(InvalidProfileName, _error(404))
-    app.add_exception_handler(NoIndex, _error(404))
-    app.add_exception_handler(QueryImageTooLarge, _error(413))
-    app.add_exception_handler(InvalidQueryImage, _error(400))
-    # The index cannot be served as it is (corrupt, or built with weights not available here).
-    app.add_exception_handler(IndexMismatch, _error(409))
-    app.add_exception_handler(CorruptIndex, _error(409))
+    app.add_exception_handler(QualiaError, qualia_error)
     app.include_router(health.router)
     app.include_router(profiles.router)
     app.include_router(search.router)

@@ -14,8 +14,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualia import workspace
 from qualia.corpus import Corpus
-from qualia.keys import KeyRing
 
+from service.keys import KeyRing
 from service.resources import Resources
 from service.settings import ServiceSettings
 
@@ -37,7 +37,7 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `qualia keys 
 def get_keyring(request: Request) -> KeyRing:
     state = request.app.state
     if not hasattr(state, "keyring"):  # made on first use, so create_app needs no auth wiring
-        state.keyring = KeyRing(get_settings(request).root)
+        state.keyring = KeyRing(get_settings(request).workspace)
     return state.keyring
 
 
@@ -69,8 +69,8 @@ def profile_name(
 ) -> str:
     """A profile that exists and the caller's key reaches; anything else is not found, never used as a path."""
     if not workspace.PROFILE_NAME.fullmatch(profile):
-        raise HTTPException(404, detail=f"no profile {profile!r} (not a valid profile name)")
-    if (scope is not None and profile != scope) or not workspace.profile_dir(profile, settings.root).is_dir():
+        raise HTTPException(404, detail=f"no profile {profile[:80]!r} (not a valid profile name)")
+    if (scope is not None and profile != scope) or not settings.workspace.profile_dir(profile).is_dir():
         raise HTTPException(404, detail=f"no profile {profile!r}")
     return profile
 
@@ -80,7 +80,7 @@ ProfileDep = Annotated[str, Depends(profile_name)]
 
 def open_corpus(profile: str, settings: ServiceSettings) -> Corpus:
     """The profile's corpus, read-only. Open and use it in one thread (SQLite), so not as a dependency."""
-    path = workspace.corpus_path(profile, settings.root)
-    if not path.exists():
+    ws = settings.workspace
+    if not ws.corpus_path(profile).exists():
         raise HTTPException(404, detail=f"profile {profile!r} has no corpus")
-    return Corpus(path, images_root=workspace.images_dir(settings.root), readonly=True)
+    return Corpus(ws.corpus_path(profile), ws.images_dir, readonly=True)

@@ -10,9 +10,9 @@ import logging
 import threading
 from pathlib import Path
 
-from qualia import workspace
-from qualia.index import ProfileIndex, latest_index, read_manifest
-from qualia.search import BackboneCache, NoIndex, ProfileSearcher
+from qualia.errors import NoIndex
+from qualia.index import ProfileIndex, read_manifest
+from qualia.search import BackboneCache, ProfileSearcher
 
 from service.settings import ServiceSettings
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 class Resources:
     def __init__(self, settings: ServiceSettings):
-        self.root = settings.root
+        self.ws = settings.workspace
         self.backbones = BackboneCache(settings.device)
         self._searchers: dict[str, ProfileSearcher] = {}
         self._indexes: dict[str, ProfileIndex] = {}
@@ -33,15 +33,15 @@ class Resources:
             return self._locks.setdefault(profile, threading.Lock())
 
     def latest_index_folder(self, profile: str) -> Path:
-        folder = latest_index(profile, self.root)
+        folder = self.ws.latest_index(profile)
         if folder is None:
             raise NoIndex(f"profile {profile!r} has no index yet")
         return folder
 
     def preload(self) -> None:
         """Load the backbone of every profile's newest index, so the first query is fast."""
-        for profile in workspace.list_profiles(self.root):
-            folder = latest_index(profile, self.root)
+        for profile in self.ws.list_profiles():
+            folder = self.ws.latest_index(profile)
             if folder is None:
                 continue
             try:
@@ -74,7 +74,7 @@ class Resources:
         with self._lock(profile):
             cached = self._searchers.get(profile)
             if cached is None or cached.index_version != folder.name:
-                cached = ProfileSearcher.from_folder(profile, folder, root=self.root, backbones=self.backbones)
+                cached = ProfileSearcher.from_folder(self.ws, profile, folder, backbones=self.backbones)
                 self._searchers[profile] = cached
                 self._indexes.pop(profile, None)
             return cached

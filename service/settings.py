@@ -7,13 +7,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from qualia import workspace
+from qualia.workspace import Workspace
 
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QUALIA_", extra="ignore")
 
-    home: Path | None = Field(None, description="workspace root; default ~/.qualia")
+    home: Path | None = Field(None, description="workspace root (QUALIA_HOME); default ~/.qualia")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger query images get 413")
     max_image_pixels: int = Field(25_000_000, ge=1, description="query images with more pixels get 413")
@@ -25,5 +25,5 @@ class ServiceSettings(BaseSettings):
     )
 
     @property
-    def root(self) -> Path:
-        return Path(self.home).expanduser() if self.home else workspace.home()
+    def workspace(self) -> Workspace:
+        return Workspace.at(self.home)

@@ -1,4 +1,5 @@
-"""Imports point downstream only (crawler -> corpus -> train -> adapter -> index -> service)."""
+"""Imports point downstream only: samplesite and crawler upstream, the library in the middle, service
+downstream, and the command line (``qualia/cli``) the one place that imports all of them."""
 
 from __future__ import annotations
 
@@ -35,8 +36,17 @@ def offenders(package: str, banned: tuple[str, ...], exempt: str | None = None) 
     return sorted(bad)
 
 
-def test_library_imports_neither_crawler_nor_service() -> None:
-    assert offenders("qualia", ("crawler", "service"), exempt="qualia/cli/") == []
+def test_library_imports_neither_crawler_nor_service_nor_samplesite() -> None:
+    assert offenders("qualia", ("crawler", "service", "samplesite"), exempt="qualia/cli/") == []
+
+
+def test_samplesite_is_the_outside_world() -> None:
+    """The sample site stands for Substack and Pinterest: it knows nothing of qualia."""
+    assert offenders("samplesite", ("qualia", "crawler", "service")) == []
+
+
+def test_only_the_command_line_and_tests_import_samplesite() -> None:
+    assert offenders("crawler", ("samplesite",)) == [] and offenders("service", ("samplesite",)) == []
 
 
 def test_service_never_imports_training_or_crawling() -> None:
@@ -48,7 +58,19 @@ def test_crawler_stays_light() -> None:
     assert offenders("crawler", banned) == []
 
 
-def test_crawler_import_does_not_pull_torch() -> None:
-    code = "import sys, crawler.run, crawler.pipelines; print('torch' in sys.modules)"
+def test_crawler_components_share_no_module_state() -> None:
+    """Pipelines and middlewares reach the crawl's writer through the crawler, not a spider module."""
+    assert offenders("crawler", ("crawler.spiders",), exempt="crawler/spiders/") == [
+        "crawler/run.py imports crawler.spiders.pinterest",
+        "crawler/run.py imports crawler.spiders.pinterest.PinterestSpider",
+        "crawler/run.py imports crawler.spiders.substack",
+        "crawler/run.py imports crawler.spiders.substack.SubstackSpider",
+    ]
+
+
+def test_light_imports_pull_no_torch() -> None:
+    """The crawler, and the command line up to the point it needs a model, never import torch."""
+    code = ("import sys, crawler.run, crawler.pipelines, qualia.cli.main, qualia.config, qualia.errors; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

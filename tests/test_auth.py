@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from qualia import keys, workspace
+from qualia import workspace
 from qualia.index import build_index
+from qualia.workspace import Workspace
+from service import keys
 from service.app import create_app
 from service.settings import ServiceSettings
 
-from index_fixtures import PROFILE, SHARED_FIRST_URL, write_sample_corpus
+from tests.helpers import PROFILE, SHARED_FIRST_URL, write_sample_corpus
 
 OTHER = "bob"
 
@@ -25,14 +27,21 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from qualia.embed import Encoder
 
     root = tmp_path_factory.mktemp("auth-home")
+    ws = Workspace(root)
     write_sample_corpus(root)
-    build_index(PROFILE, Encoder.load(load_backbone("qualia-tiny")), None, root=root)
-    shutil.copytree(workspace.profile_dir(PROFILE, root), workspace.profile_dir(OTHER, root))
+    build_index(ws, PROFILE, Encoder.load(load_backbone("qualia-tiny")), None)
+    shutil.copytree(ws.profile_dir(PROFILE), ws.profile_dir(OTHER))
     version = workspace.new_version()  # both profiles have a report to (not) reach
     for name in (PROFILE, OTHER):
-        workspace.atomic_write_json(workspace.profile_dir(name, root) / "adapters" / version / "metrics.json",
-                                    {"pairs": 1, "of": name})
+        workspace.atomic_write_json(ws.adapters_dir(name) / version / "metrics.json", {"pairs": 1, "of": name})
     return root
+
+
+@pytest.fixture(autouse=True)
+def no_keys_yet(home: Path) -> None:
+    """Every test starts with an empty key store, whatever ran before it."""
+    for stale in home.glob(f"{keys.KEYS_FILE}*"):
+        stale.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +64,10 @@ def paths(profile: str, sha: str) -> list[tuple[str, str]]:
 
 
 def image_sha(home: Path) -> str:
-    from qualia.corpus import Corpus
+    from tests.helpers import open_corpus
 
-    with Corpus(workspace.corpus_path(PROFILE, home), readonly=True) as c:
-        return c.db.execute("SELECT sha256 FROM image_urls WHERE url=?", (SHARED_FIRST_URL,)).fetchone()[0]
+    with open_corpus(home, PROFILE) as c:
+        return c.image_sha256(SHARED_FIRST_URL)
 
 
 def call(client: TestClient, method: str, path: str, headers: dict[str, str] | None = None):
@@ -67,17 +76,17 @@ def call(client: TestClient, method: str, path: str, headers: dict[str, str] | N
 
 
 def test_open_without_keys_then_closed_once_a_key_exists(client: TestClient, home: Path) -> None:
-    # Runs first in this module: the store is empty, so everything is open (loopback protects it).
+    # The store is empty, so everything is open (loopback protects it).
     assert {p["name"] for p in client.get("/v1/profiles").json()["profiles"]} == {PROFILE, OTHER}
     assert call(client, "POST", f"/v1/profiles/{OTHER}/search").status_code == 200
-    key = keys.create_key(PROFILE, home)  # while the server runs
+    key = keys.create_key(Workspace(home), PROFILE)  # while the server runs
     r = client.get("/v1/profiles")
     assert r.status_code == 401 and r.json()["detail"]
     assert client.get("/v1/profiles", headers=bearer(key)).status_code == 200
 
 
 def test_missing_or_bad_key_is_401(client: TestClient, home: Path) -> None:
-    key = keys.create_key(PROFILE, home)
+    key = keys.create_key(Workspace(home), PROFILE)
     sha = image_sha(home)
     tampered = key[:-1] + ("A" if key[-1] != "A" else "B")
     for headers in (None, bearer(tampered), bearer("qk_nonsense"), bearer(""), {"Authorization": f"Basic {key}"},
@@ -90,7 +99,7 @@ def test_missing_or_bad_key_is_401(client: TestClient, home: Path) -> None:
 
 
 def test_a_key_reaches_only_its_own_profile(client: TestClient, home: Path) -> None:
-    alice, bob = bearer(keys.create_key(PROFILE, home)), bearer(keys.create_key(OTHER, home))
+    alice, bob = bearer(keys.create_key(Workspace(home), PROFILE)), bearer(keys.create_key(Workspace(home), OTHER))
     sha = image_sha(home)
     for method, path in paths(PROFILE, sha):
         assert call(client, method, path, alice).status_code == 200, path
@@ -106,13 +115,14 @@ def test_a_key_reaches_only_its_own_profile(client: TestClient, home: Path) -> N
 
 
 def test_revoked_key_is_401_and_require_keys_stays_closed_when_empty(client: TestClient, home: Path, tmp_path: Path) -> None:
-    key = keys.create_key(PROFILE, home)
+    key, kept = keys.create_key(Workspace(home), PROFILE), keys.create_key(Workspace(home), OTHER)
     assert client.get("/v1/profiles", headers=bearer(key)).status_code == 200
-    keys.revoke_key(key[: keys.PREFIX_LEN], home)
+    keys.revoke_key(Workspace(home), key[: keys.PREFIX_LEN])
     assert client.get("/v1/profiles", headers=bearer(key)).status_code == 401
+    assert client.get("/v1/profiles", headers=bearer(kept)).status_code == 200
     # An empty store with require_keys (what `qualia serve` sets off loopback) is closed, not open.
     empty = tmp_path / "empty-home"
-    shutil.copytree(workspace.profile_dir(PROFILE, home), workspace.profile_dir(PROFILE, empty))
+    shutil.copytree(Workspace(home).profile_dir(PROFILE), Workspace(empty).profile_dir(PROFILE))
     with TestClient(create_app(ServiceSettings(home=empty, require_keys=True, preload=False))) as c:
         assert c.get("/v1/profiles").status_code == 401
         assert c.get(f"/v1/profiles/{PROFILE}/report").status_code == 401

@@ -12,13 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from qualia.backbone import (
-    TINY_BACKBONE,
-    BackboneUnavailable,
-    load_backbone,
-    register_model_configs,
-    state_dict_sha256,
-)
+from qualia.backbone import load_backbone, register_model_configs, state_dict_sha256
+from qualia.config import TINY_BACKBONE
+from qualia.errors import BackboneUnavailable
 
 
 def test_tiny_backbone_loads_frozen_with_its_tools(tiny):
@@ -76,8 +72,9 @@ def _assert_suggests_both(error: BackboneUnavailable) -> None:
 def test_unknown_model_name_is_refused_with_suggestions():
     with pytest.raises(BackboneUnavailable) as caught:
         load_backbone("ViT-Imaginary-99")
-    assert "ViT-Imaginary-99" in str(caught.value)
-    _assert_suggests_both(caught.value)
+    message = str(caught.value)
+    assert "'ViT-Imaginary-99'" in message and "not an open_clip model name" in message
+    assert "qualia-tiny" in message and "None" not in message
 
 
 def test_unknown_tag_is_refused_with_suggestions():
@@ -95,7 +92,7 @@ def test_hub_tag_fails_fast_when_offline(monkeypatch, tmp_path):
     with pytest.raises(BackboneUnavailable) as caught:
         load_backbone("ViT-B-32")
     assert time.monotonic() - started < 5
-    assert "ViT-B-32/laion2b_s34b_b79k" in str(caught.value)
+    assert "ViT-B-32 with weights 'laion2b_s34b_b79k'" in str(caught.value)
     _assert_suggests_both(caught.value)
 
 

@@ -16,13 +16,14 @@ from typing import Any
 import pytest
 
 from crawler.run import check_names, crawl, source_urls
-from crawler.spiders import api_url
 from crawler.spiders.pinterest import PinterestSpider, best_image_url, next_bookmark
 from crawler.spiders.substack import SubstackSpider
+from crawler.urls import api_url
 from qualia.corpus import Corpus
-from qualia.samplesite import SampleSite
-from qualia.workspace import InvalidProfileName
-from tests.conftest import ROOT
+from qualia.errors import InvalidArgument, InvalidProfileName, NotFound
+from qualia.workspace import Workspace
+from samplesite import SampleSite
+from tests.helpers import ROOT, open_corpus
 
 
 def run_crawl(site: SampleSite, home: Path, profile: str, *extra: str, depth: int = 2) -> dict[str, Any]:
@@ -36,13 +37,11 @@ def run_crawl(site: SampleSite, home: Path, profile: str, *extra: str, depth: in
     return json.loads(out.stdout)
 
 
-def open_corpus(home: Path, profile: str) -> Corpus:
-    return Corpus(home / "profiles" / profile / "corpus.sqlite", images_root=home / "images", readonly=True)
-
-
 def counts(home: Path, profile: str) -> dict[str, Any]:
+    """The corpus's counts, in the keys the sample site's ``expected_counts`` predicts."""
     with open_corpus(home, profile) as c:
-        return c.counts()
+        got = c.counts()
+    return {key: got[key] for key in ("items", "by_degree", "by_kind", "images", "image_urls", "image_refs", "edges")}
 
 
 @pytest.fixture(scope="module")
@@ -106,32 +105,43 @@ def test_publication_base_url_rules() -> None:
     assert spider.publication_base({"subdomain": "tide\n"}) is None
 
 
-def test_image_choice_and_arguments_are_checked() -> None:
+def test_image_choice_and_arguments_are_checked(tmp_path: Path) -> None:
     assert best_image_url({"236x": {"url": "http://a/s.jpg", "width": 236}, "orig": {"url": "http://a/o.jpg"}}) == "http://a/o.jpg"
     assert best_image_url({"236x": {"url": "http://a/s.jpg", "width": 236},
                            "736x": {"url": "http://a/m.jpg", "width": 736}}) == "http://a/m.jpg"
     assert best_image_url({"orig": {"url": "javascript:alert(1)"}}) is None
     assert check_names(["@mara", "mara", "tide_2"], "handle") == ["mara", "tide_2"]
-    with pytest.raises(ValueError, match="invalid handle"):
+    with pytest.raises(InvalidArgument, match="invalid handle"):
         check_names(["../x"], "handle")
-    with pytest.raises(ValueError, match="must contain"):
+    with pytest.raises(InvalidArgument, match="must contain"):
         source_urls({"QUALIA_SUBSTACK_PUBLICATION_URL": "http://x/pub"})
+    assert source_urls({"QUALIA_PINTEREST_URL": ""})["QUALIA_PINTEREST_URL"] == "https://www.pinterest.com"
+    ws = Workspace(tmp_path)
     with pytest.raises(InvalidProfileName):
-        crawl("Not A Profile", ["mara"], [])
-    with pytest.raises(ValueError, match="depth"):
-        crawl("ok", ["mara"], [], depth=3)
-    with pytest.raises(ValueError, match="nothing to crawl"):
-        crawl("ok", [], [])
+        crawl(ws, "Not A Profile", ["mara"], [])
+    with pytest.raises(InvalidArgument, match="depth"):
+        crawl(ws, "ok", ["mara"], [], depth=3)
+    with pytest.raises(InvalidArgument, match="nothing to crawl"):
+        crawl(ws, "ok", [], [])
     for delay in (-1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="delay"):
-            crawl("ok", ["mara"], [], delay=delay)
+        with pytest.raises(InvalidArgument, match="delay"):
+            crawl(ws, "ok", ["mara"], [], delay=delay)
+    assert not any(tmp_path.iterdir())  # refused before anything was touched
 
 
 def test_command_line_refuses_bad_input_without_touching_disk(tmp_path: Path) -> None:
+    env = {**os.environ, "QUALIA_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-m", "crawler", "Bad/Name", "--substack", "mara"], cwd=ROOT,
-                         env={**os.environ, "QUALIA_HOME": str(tmp_path)}, capture_output=True, text=True)
+                         env=env, capture_output=True, text=True)
     assert out.returncode == 2 and "invalid profile name" in out.stderr
     assert not (tmp_path / "profiles").exists()
+    # the same bad name gets the same exit code from the qualia command
+    same = subprocess.run([sys.executable, "-m", "qualia.cli", "crawl", "Bad/Name", "--substack", "mara"], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    assert same.returncode == out.returncode and "invalid profile name" in same.stderr
+    bad_url = subprocess.run([sys.executable, "-m", "crawler", "ok", "--substack", "mara"], cwd=ROOT,
+                             env={**env, "QUALIA_PINTEREST_URL": "ftp://x"}, capture_output=True, text=True)
+    assert bad_url.returncode == 2 and "QUALIA_PINTEREST_URL" in bad_url.stderr
 
 
 # -- the real crawl -----------------------------------------------------------------------------
@@ -152,7 +162,7 @@ def test_degree_three_is_never_fetched(site: SampleSite, full: dict[str, Any]) -
         assert c.item(f"substack:publication:{facts['degree3_publication_id']}") is None
         assert all(c.item(f"substack:post:{p}") is None for p in facts["degree3_post_ids"])
         assert all(c.item(f"pinterest:pin:{p}") is None for p in facts["degree3_pin_ids"])
-        assert c.db.execute("SELECT max(degree) FROM items").fetchone()[0] == 2
+        assert max(map(int, c.counts()["by_degree"])) == 2
     asked = full["requests"]
     assert not any(f"/pub/{facts['degree3_subdomain']}/" in r for r in asked)
     assert not any(p in r for r in asked for p in facts["degree3_pin_ids"])
@@ -164,9 +174,9 @@ def test_shared_picture_stored_once(site: SampleSite, full: dict[str, Any]) -> N
     url_a, url_b = site.facts["shared_picture_urls"]
     home = full["home"]
     with open_corpus(home, "full") as c:
-        shas = [r[0] for r in c.db.execute("SELECT sha256 FROM image_urls WHERE url IN (?, ?)", (url_a, url_b))]
-        assert len(shas) == 2 and len(set(shas)) == 1
-        assert c.db.execute("SELECT count(*) FROM images WHERE sha256=?", (shas[0],)).fetchone()[0] == 1
+        shas = [c.image_sha256(url_a), c.image_sha256(url_b)]
+        assert shas[0] is not None and shas[0] == shas[1]
+        assert c.image(shas[0]) is not None
     assert len(list((home / "images").rglob(f"{shas[0]}.*"))) == 1
 
 
@@ -197,9 +207,8 @@ def test_items_keep_their_path_text_and_special_images(site: SampleSite, full: d
         assert [(i["alt"], i["caption"]) for i in body] == [(f.alt, f.caption) for f in post.figures]
         # Reached both by recommendation (degree 2) and subscription (degree 1): the closer path wins.
         assert c.item("substack:publication:2002")["degree"] == 1
-        related = c.db.execute("SELECT count(*) FROM edges WHERE relation='related'").fetchone()[0]
-        assert related > 100
-        assert c.db.execute("SELECT count(*) FROM items WHERE degree > 0 AND via_edge IS NULL").fetchone()[0] == 0
+        assert c.counts()["edges_by_relation"]["related"] > 100
+        assert c.items_without_path() == []
         assert c.item("substack:publication:2003")["data"]["authors"][0]["handle"] == "jun"
 
 
@@ -248,7 +257,7 @@ def test_faults_fail_one_thing_never_the_crawl(site: SampleSite, tmp_path: Path)
 
 @pytest.mark.slow
 def test_interrupted_depth_one_crawl_resumes(site: SampleSite, tmp_path: Path) -> None:
-    db = tmp_path / "profiles" / "resumed" / "corpus.sqlite"
+    ws = Workspace(tmp_path)
     site.latency = 0.05
     start = len(site.requests)
     proc = subprocess.Popen(
@@ -261,10 +270,10 @@ def test_interrupted_depth_one_crawl_resumes(site: SampleSite, tmp_path: Path) -
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-                    if conn.execute("SELECT count(*) FROM items").fetchone()[0] > 100:
+                with Corpus.open(ws, "resumed", readonly=True) as c:
+                    if sum(c.counts()["items"].values()) > 100:
                         break
-            except sqlite3.Error:
+            except (NotFound, sqlite3.Error):  # not created yet, or busy
                 pass
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
@@ -297,4 +306,4 @@ def test_max_items_caps_posts_and_pins(site: SampleSite, tmp_path: Path) -> None
         got = c.counts()
         assert got["by_kind"].get("post", 0) + got["by_kind"].get("pin", 0) == 25
         # Every picture a stored item shows was fetched, and nothing else.
-        assert got["image_urls"] == c.db.execute("SELECT count(DISTINCT url) FROM image_refs").fetchone()[0]
+        assert got["image_urls"] == got["image_ref_urls"]

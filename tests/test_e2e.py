@@ -14,9 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from qualia.corpus import Corpus
-from qualia.samplesite import SampleSite
-from tests.conftest import ROOT, free_port, run_qualia
+from samplesite import SampleSite
+from tests.helpers import ROOT, free_port, open_corpus, run_qualia
 
 pytestmark = pytest.mark.slow
 PROFILE = "e2e"
@@ -79,12 +78,12 @@ def test_corpus_counts_are_what_the_site_implies(flow: dict[str, Any]) -> None:
 def test_degree_three_is_absent_and_shared_picture_stored_once(flow: dict[str, Any]) -> None:
     facts = flow["site"].facts
     home: Path = flow["home"]
-    with Corpus(home / "profiles" / PROFILE / "corpus.sqlite", images_root=home / "images", readonly=True) as c:
+    with open_corpus(home, PROFILE) as c:
         assert c.item(f"substack:publication:{facts['degree3_publication_id']}") is None
         for post_id in facts["degree3_post_ids"]:
             assert c.item(f"substack:post:{post_id}") is None
         url_a, url_b = facts["shared_picture_urls"]
-        shas = {row[0] for row in c.db.execute("SELECT sha256 FROM image_urls WHERE url IN (?, ?)", (url_a, url_b))}
+        shas = {c.image_sha256(url_a), c.image_sha256(url_b)}
         assert len(shas) == 1
         (sha,) = shas
         assert c.image_path(sha).exists()
@@ -99,9 +98,8 @@ def test_adapter_beats_frozen_backbone_on_held_out_pairs(flow: dict[str, Any]) -
     for side in ("base", "adapter"):
         for direction in ("t2i", "i2t"):
             assert set(report[side][direction]) == {"r1", "r5", "r10"}
-            assert all(0.0 <= v <= 1.0 for v in report[side][direction].values())
-        assert report[side]["gap"] >= 0.0
     assert report["adapter"]["t2i"]["r10"] > report["base"]["t2i"]["r10"]
+    assert report["adapter"]["gap"] < report["base"]["gap"]  # the adapter narrows the modality gap
     # `qualia train` reports what training measured on the same held-out pairs; training caches
     # pictures in float16, so the figures agree closely, not bit for bit.
     trained = json.loads(flow["train"].stdout)

@@ -17,22 +17,19 @@ import pytest
 
 from qualia import workspace
 from qualia.corpus import Corpus
-from qualia.index import (
-    INDEX_FILE,
-    MANIFEST_FILE,
-    ROWS_FILE,
-    CorruptIndex,
-    NothingToIndex,
-    ProfileIndex,
-    build_index,
-    index_dir,
-    latest_index,
-    sha256_file,
+from qualia.errors import CorruptIndex, InvalidArgument, NotEnoughData
+from qualia.index import INDEX_FILE, MANIFEST_FILE, ROWS_FILE, ProfileIndex, build_index, sha256_file
+from qualia.pairs import corpus_pairs
+from qualia.workspace import Workspace
+from tests.helpers import (
+    PROFILE,
+    ROOT,
+    SHARED_FIRST_URL,
+    SHARED_SECOND_URL,
+    SampleCorpus,
+    open_corpus,
+    write_sample_corpus,
 )
-from index_fixtures import PROFILE, SHARED_FIRST_URL, SHARED_SECOND_URL, SampleCorpus, write_sample_corpus
-
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +40,17 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     home = tmp_path_factory.mktemp("index-home")
     sample = write_sample_corpus(home)
     encoder = Encoder.load(load_backbone("qualia-tiny"))
-    folder = build_index(PROFILE, encoder, None, root=home)
-    yield {"home": home, "sample": sample, "encoder": encoder, "folder": folder, "index": ProfileIndex.load(folder)}
+    ws = Workspace(home)
+    folder = build_index(ws, PROFILE, encoder, None)
+    yield {"home": home, "ws": ws, "sample": sample, "encoder": encoder, "folder": folder,
+           "index": ProfileIndex.load(folder)}
 
 
 def test_index_holds_each_picture_once_and_each_text(built: dict[str, Any]) -> None:
     sample: SampleCorpus = built["sample"]
     index: ProfileIndex = built["index"]
     manifest = index.manifest
-    assert latest_index(PROFILE, built["home"]) == built["folder"]
+    assert built["ws"].latest_index(PROFILE) == built["folder"]
     assert manifest["count_by_modality"]["image"] == sample.unique_images == 27  # 28 URLs, one picture twice
     assert manifest["count"] == len(index) == manifest["count_by_modality"]["image"] + manifest["count_by_modality"]["text"]
     assert manifest["checksum"] == sha256_file(built["folder"] / INDEX_FILE)
@@ -62,9 +61,17 @@ def test_index_holds_each_picture_once_and_each_text(built: dict[str, Any]) -> N
     ids = [row["id"] for row in index.rows]
     assert len(ids) == len(set(ids))
     texts = {row["text"] for row in index.rows if row["modality"] == "text"}
-    assert "shell 4, drawn at dawn" in texts or any("shell 4" in t for t in texts)
+    assert "shell 4, drawn at dawn. a sketch of shell 4" in texts  # a body figure: caption, then alt
     # The post without pictures is still findable by its words.
-    assert any("A letter without pictures" in t for t in texts)
+    assert "A letter without pictures. only words today" in texts
+
+
+def test_pictures_are_embedded_with_the_words_training_paired_them_with(built: dict[str, Any]) -> None:
+    with open_corpus(built["ws"], PROFILE) as corpus:
+        pairs = {(p.text, p.image_sha256) for p in corpus_pairs(corpus)}
+    image_rows = [row for row in built["index"].rows if row["modality"] == "image"]
+    assert image_rows and all(row["text"] for row in image_rows)
+    assert [row["id"] for row in image_rows if (row["text"], row["sha256"]) not in pairs] == []
 
 
 def test_picture_seen_twice_keeps_first_url_and_lowest_degree(built: dict[str, Any]) -> None:
@@ -76,13 +83,13 @@ def test_picture_seen_twice_keeps_first_url_and_lowest_degree(built: dict[str, A
     assert row["degree"] == 1  # the degree-1 post shows it, though a degree-2 pin found it first
     assert row["item_id"] == "substack:post:3"
     assert row["source_url"] == "http://127.0.0.1:9/fieldnotes/p/post-3"
-    assert row["text"] == "a picture seen twice"  # its caption beats the alt text and the pin title
+    # the degree-1 sighting's words (a body figure: caption, then alt), not the degree-2 pin's title
+    assert row["text"] == "a picture seen twice. the shared picture"
 
 
 def test_picture_queried_by_its_own_embedding_comes_first(built: dict[str, Any]) -> None:
     encoder, index = built["encoder"], built["index"]
-    with Corpus(workspace.corpus_path(PROFILE, built["home"]), images_root=workspace.images_dir(built["home"]),
-                readonly=True) as corpus:
+    with open_corpus(built["ws"], PROFILE) as corpus:
         occurrences = corpus.image_occurrences()
     for occ in occurrences[:: max(1, len(occurrences) // 5)]:
         query = encoder.encode_image_paths([occ.image_path])[0]
@@ -104,18 +111,21 @@ def test_modality_filter_and_order(built: dict[str, Any]) -> None:
     assert len(images) == index.manifest["count_by_modality"]["image"]
     assert {h["modality"] for h in images} == {"image"}
     assert len(texts) == 5 and {h["modality"] for h in texts} == {"text"}
-    assert texts[0]["text"].startswith("a rock pool with anemones") or "anemones" in texts[0]["text"]
-    with pytest.raises(ValueError, match="modality"):
+    # a text row queried by its own embedding comes first among the texts
+    some_text = next(r["text"] for r in index.rows if r["modality"] == "text")
+    own = index.search(built["encoder"].encode_texts([some_text])[0], k=1, modality="text")[0]
+    assert own["text"] == some_text and own["score"] == pytest.approx(1.0, abs=1e-4)
+    with pytest.raises(InvalidArgument, match="modality"):
         index.search(query, modality="video")
-    with pytest.raises(ValueError, match="dim"):
+    with pytest.raises(InvalidArgument, match="dim"):
         index.search(np.ones(3, dtype=np.float32))
 
 
 def test_ids_are_stable_across_rebuilds(built: dict[str, Any]) -> None:
-    again = build_index(PROFILE, built["encoder"], None, root=built["home"])
+    again = build_index(built["ws"], PROFILE, built["encoder"], None)
     try:
         assert again.name > built["folder"].name
-        assert latest_index(PROFILE, built["home"]) == again
+        assert built["ws"].latest_index(PROFILE) == again
         assert [r["id"] for r in ProfileIndex.load(again).rows] == [r["id"] for r in built["index"].rows]
     finally:
         shutil.rmtree(again)
@@ -157,10 +167,11 @@ def test_missing_pieces_are_refused(built: dict[str, Any], tmp_path: Path) -> No
 
 
 def test_empty_corpus_is_a_clear_error(built: dict[str, Any], tmp_path: Path) -> None:
-    Corpus(workspace.corpus_path("empty", tmp_path)).close()
-    with pytest.raises(NothingToIndex, match="nothing to index"):
-        build_index("empty", built["encoder"], None, root=tmp_path)
-    assert latest_index("empty", tmp_path) is None
+    ws = Workspace(tmp_path)
+    Corpus.open(ws, "empty").close()
+    with pytest.raises(NotEnoughData, match="nothing to index"):
+        build_index(ws, "empty", built["encoder"], None)
+    assert ws.latest_index("empty") is None
 
 
 KILL_MID_WRITE = """
@@ -170,6 +181,7 @@ import faiss
 from qualia.backbone import load_backbone
 from qualia.embed import Encoder
 from qualia import index
+from qualia.workspace import Workspace
 
 real_write = faiss.write_index
 def write_then_die(ix, path):
@@ -178,19 +190,18 @@ def write_then_die(ix, path):
         f.truncate(os.path.getsize(path) // 2)
     os.kill(os.getpid(), signal.SIGKILL)
 faiss.write_index = write_then_die
-index.build_index(sys.argv[1], Encoder.load(load_backbone("qualia-tiny")), None, root=Path(sys.argv[2]))
+index.build_index(Workspace(Path(sys.argv[2])), sys.argv[1], Encoder.load(load_backbone("qualia-tiny")), None)
 """
 
 
 @pytest.mark.slow  # a fresh process imports torch and loads the backbone
 def test_killed_mid_write_leaves_no_visible_version(built: dict[str, Any]) -> None:
-    home, profile = built["home"], "killed"
-    shutil.copytree(workspace.profile_dir(PROFILE, home), workspace.profile_dir(profile, home),
-                    ignore=shutil.ignore_patterns("index"))
+    home, ws, profile = built["home"], built["ws"], "killed"
+    shutil.copytree(ws.profile_dir(PROFILE), ws.profile_dir(profile), ignore=shutil.ignore_patterns("index"))
     proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, profile, str(home)], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    debris = list(index_dir(profile, home).iterdir())
+    debris = list(ws.index_dir(profile).iterdir())
     assert debris and all(p.name.startswith(".") for p in debris)  # it did get as far as writing
-    assert latest_index(profile, home) is None
-    assert workspace.versions(index_dir(profile, home)) == []
+    assert ws.latest_index(profile) is None
+    assert workspace.versions(ws.index_dir(profile)) == []

@@ -10,17 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from qualia.backbone import TINY_BACKBONE, load_backbone, state_dict_sha256
+from qualia.backbone import load_backbone, state_dict_sha256
+from qualia.config import TINY_BACKBONE, LoraSettings
 from qualia.embed import Encoder
-from qualia.lora import (
-    AdapterMismatch,
-    LoraSettings,
-    adapters_dir,
-    attach_lora,
-    load_adapter,
-    read_adapter_meta,
-    save_adapter,
-)
+from qualia.errors import AdapterMismatch, CorruptArtifact, InvalidArgument, InvalidImage
+from qualia.lora import adapter_identity, attach_lora, load_adapter, read_adapter_meta, save_adapter
 
 
 def _nudged(model: torch.nn.Module) -> torch.nn.Module:
@@ -40,7 +34,7 @@ def _pictures() -> list[Image.Image]:
 def test_every_setting_explains_itself():
     for f in dataclasses.fields(LoraSettings):
         assert f.metadata.get("help"), f.name
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidArgument):
         LoraSettings(rank=0)
 
 
@@ -58,12 +52,13 @@ def test_only_lora_parameters_train_and_the_backbone_is_untouched(tiny):
 
 def test_save_then_load_gives_the_same_embeddings(tiny, tmp_path):
     before = state_dict_sha256(tiny.model)
-    model = _nudged(attach_lora(tiny, LoraSettings(rank=4, alpha=8)))
+    settings = LoraSettings(rank=4, alpha=8)
+    model = _nudged(attach_lora(tiny, settings))
     texts = ["tidewater boat", "static chair", "greenhouse"]
     live = Encoder(model, tiny)
     live_text, live_image = live.encode_texts(texts), live.encode_images(_pictures())
 
-    save_adapter(model, tmp_path / "a", {"note": "test"})
+    save_adapter(model, tmp_path / "a", {**adapter_identity(tiny, settings), "note": "test"})
     meta = read_adapter_meta(tmp_path / "a")
     assert meta["weights_sha256"] == tiny.weights_sha256 and meta["backbone"] == TINY_BACKBONE
     assert meta["lora"]["rank"] == 4 and meta["note"] == "test"
@@ -79,7 +74,8 @@ def test_save_then_load_gives_the_same_embeddings(tiny, tmp_path):
 
 
 def test_adapter_on_other_base_weights_is_refused(tiny, tmp_path):
-    save_adapter(_nudged(attach_lora(tiny, LoraSettings())), tmp_path / "a", {})
+    settings = LoraSettings()
+    save_adapter(_nudged(attach_lora(tiny, settings)), tmp_path / "a", adapter_identity(tiny, settings))
     other = load_backbone(TINY_BACKBONE, "random-seed1")
     with pytest.raises(AdapterMismatch) as caught:
         load_adapter(other, tmp_path / "a")
@@ -89,7 +85,7 @@ def test_adapter_on_other_base_weights_is_refused(tiny, tmp_path):
 
 
 def test_folder_without_metadata_is_not_an_adapter(tiny, tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a qualia adapter"):
+    with pytest.raises(CorruptArtifact, match="not a qualia adapter"):
         load_adapter(tiny, tmp_path)
 
 
@@ -114,12 +110,11 @@ def test_encoder_output_is_normalized_float32_and_batch_independent(tiny, tmp_pa
 def test_unreadable_image_is_a_clear_error(tiny, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"no picture here")
-    with pytest.raises(ValueError, match="cannot read image"):
+    with pytest.raises(InvalidImage, match="cannot read image"):
         Encoder.load(tiny).encode_image_paths([bad])
 
 
-def test_adapters_live_in_the_profile(monkeypatch, tmp_path):
-    monkeypatch.setenv("QUALIA_HOME", str(tmp_path))
-    assert adapters_dir("ada") == tmp_path / "profiles" / "ada" / "adapters"
-    with pytest.raises(ValueError):
-        adapters_dir("../etc")
+def test_metadata_without_an_identity_is_refused(tiny, tmp_path):
+    model = attach_lora(tiny, LoraSettings())
+    with pytest.raises(InvalidArgument, match="adapter_identity"):
+        save_adapter(model, tmp_path / "a", {"note": "no backbone named"})

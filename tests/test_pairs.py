@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from qualia.corpus import Corpus
+from qualia.errors import InvalidArgument
 from qualia.pairs import Pair, corpus_pairs, split_pairs
 
 
@@ -108,5 +109,5 @@ def test_items_sharing_a_picture_stay_on_one_side():
 def test_split_keeps_both_sides_non_empty_and_checks_its_fraction():
     train, val = split_pairs(_synthetic(2), 0.01)
     assert train and val
-    with pytest.raises(ValueError, match="val_fraction"):
+    with pytest.raises(InvalidArgument, match="val_fraction"):
         split_pairs(_synthetic(5), 1.0)

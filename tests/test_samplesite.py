@@ -15,9 +15,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from qualia.samplesite import STYLES, SUBJECTS, SampleSite, draw_picture
-from qualia.samplesite.content import World
-from tests.conftest import ROOT, free_port
+from samplesite import STYLES, SUBJECTS, SampleSite, draw_picture
+from samplesite.content import World
+from tests.helpers import ROOT, free_port
 
 PINTEREST_HEADERS = {"Accept": "application/json, text/javascript, */*, q=0.01", "X-Requested-With": "XMLHttpRequest"}
 
@@ -176,7 +176,7 @@ def test_fault_injection(site: SampleSite) -> None:
 
 def test_module_serves_in_the_foreground() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "qualia.samplesite", "--port", str(port)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "samplesite", "--port", str(port)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()

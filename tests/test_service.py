@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from qualia import workspace
-from qualia.index import MANIFEST_FILE, ProfileIndex, build_index, index_dir, latest_index
+from qualia.index import MANIFEST_FILE, ProfileIndex, build_index
+from qualia.workspace import Workspace
 from service.app import create_app
 from service.settings import ServiceSettings
 
-from tests.conftest import free_port
-from index_fixtures import CDN, PROFILE, SHARED_FIRST_URL, picture, write_sample_corpus
+from tests.helpers import CDN, PROFILE, SHARED_FIRST_URL, free_port, open_corpus, picture, write_sample_corpus
 
 MAX_BODY = 256 * 1024
 MAX_PIXELS = 512 * 512
@@ -36,7 +36,7 @@ def home(tmp_path_factory: pytest.TempPathFactory, tiny) -> Path:
 
     root = tmp_path_factory.mktemp("service-home")
     write_sample_corpus(root)
-    build_index(PROFILE, Encoder.load(tiny), None, root=root)
+    build_index(Workspace(root), PROFILE, Encoder.load(tiny), None)
     # A profile with a corpus and no index yet.
     write_sample_corpus(root, "noindex")
     return root
@@ -50,16 +50,14 @@ def client(home: Path) -> Iterator[TestClient]:
 
 
 def stored_picture(home: Path, url: str) -> tuple[str, bytes]:
-    from qualia.corpus import Corpus
-
-    with Corpus(workspace.corpus_path(PROFILE, home), images_root=workspace.images_dir(home), readonly=True) as c:
-        sha = c.db.execute("SELECT sha256 FROM image_urls WHERE url=?", (url,)).fetchone()[0]
+    with open_corpus(home, PROFILE) as c:
+        sha = c.image_sha256(url)
         return sha, c.image_path(sha).read_bytes()
 
 
 def copy_profile(home: Path, name: str) -> Path:
-    target = workspace.profile_dir(name, home)
-    shutil.copytree(workspace.profile_dir(PROFILE, home), target)
+    target = Workspace(home).profile_dir(name)
+    shutil.copytree(Workspace(home).profile_dir(PROFILE), target)
     return target
 
 
@@ -69,7 +67,7 @@ def test_health_and_profiles(client: TestClient, home: Path) -> None:
     profiles = client.get("/v1/profiles").json()["profiles"]
     assert [p["name"] for p in profiles] == [PROFILE]  # "noindex" has no index to search
     alice = profiles[0]
-    assert alice["index"] == workspace.latest_version(index_dir(PROFILE, home))
+    assert alice["index"] == Workspace(home).latest_index(PROFILE).name
     assert alice["adapter"] is None
     assert alice["counts"]["image"] == 27 and alice["counts"]["total"] > 27
 
@@ -191,7 +189,7 @@ def test_report(client: TestClient, home: Path) -> None:
     copy_profile(home, profile)
     version = workspace.new_version()
     metrics = {"pairs": 12, "base": {"t2i": {"r1": 0.1}}, "adapter": {"t2i": {"r1": 0.5}}}
-    workspace.atomic_write_json(workspace.profile_dir(profile, home) / "adapters" / version / "metrics.json", metrics)
+    workspace.atomic_write_json(Workspace(home).adapters_dir(profile) / version / "metrics.json", metrics)
     r = client.get(f"/v1/profiles/{profile}/report")
     assert r.status_code == 200 and r.json() == metrics
 
@@ -201,8 +199,9 @@ def test_new_index_version_is_picked_up(client: TestClient, home: Path) -> None:
     copy_profile(home, profile)
     first = client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"}).json()["index"]
     newer = workspace.new_version()
-    shutil.copytree(index_dir(profile, home) / first, index_dir(profile, home) / newer)
-    shutil.copytree(index_dir(profile, home) / first, index_dir(profile, home) / f".{newer}.half.tmp")
+    indexes = Workspace(home).index_dir(profile)
+    shutil.copytree(indexes / first, indexes / newer)
+    shutil.copytree(indexes / first, indexes / f".{newer}.half.tmp")
     second = client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"}).json()["index"]
     assert (first, second) == (first, newer) and newer > first
     listed = {p["name"]: p["index"] for p in client.get("/v1/profiles").json()["profiles"]}
@@ -210,7 +209,7 @@ def test_new_index_version_is_picked_up(client: TestClient, home: Path) -> None:
 
 
 def _edit_manifest(home: Path, profile: str, **changes: Any) -> None:
-    folder = index_dir(profile, home) / workspace.latest_version(index_dir(profile, home))
+    folder = Workspace(home).latest_index(profile)
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     manifest.update(changes)
     workspace.atomic_write_json(folder / MANIFEST_FILE, manifest)
@@ -233,7 +232,7 @@ def test_index_built_with_other_weights_or_missing_adapter_is_refused(client: Te
     assert r.status_code == 409 and "no-such-model" in r.json()["detail"]
 
     copy_profile(home, "corrupt")
-    folder = index_dir("corrupt", home) / workspace.latest_version(index_dir("corrupt", home))
+    folder = Workspace(home).latest_index("corrupt")
     (folder / "index.faiss").write_bytes(b"garbage")
     r = client.post("/v1/profiles/corrupt/search", json={"text": "shell"})
     assert r.status_code == 409 and "checksum" in r.json()["detail"]
@@ -269,21 +268,24 @@ def test_profile_with_adapter_is_served_with_that_adapter(client: TestClient, ho
     import torch
 
     from qualia.embed import Encoder
-    from qualia.lora import META_FILE, LoraSettings, attach_lora, save_adapter
+    from qualia.config import LoraSettings
+    from qualia.lora import META_FILE, adapter_identity, attach_lora, save_adapter
 
     profile = "adapted"
     copy_profile(home, profile)
     backbone = tiny
-    model = attach_lora(backbone, LoraSettings(rank=4))
+    settings = LoraSettings(rank=4)
+    model = attach_lora(backbone, settings)
     with torch.no_grad():  # a fresh LoRA is the identity (B = 0); make it change the embeddings
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.copy_(torch.randn_like(p) * 0.5)
     version = workspace.new_version()
-    adapter = workspace.profile_dir(profile, home) / "adapters" / version
+    ws = Workspace(home)
+    adapter = ws.adapters_dir(profile) / version
     with workspace.atomic_dir(adapter) as tmp:
-        save_adapter(model, tmp, {})
-    build_index(profile, Encoder.load(backbone, adapter), version, root=home)
+        save_adapter(model, tmp, adapter_identity(backbone, settings))
+    build_index(ws, profile, Encoder.load(backbone, adapter), version)
 
     sha, data = stored_picture(home, SHARED_FIRST_URL)
     query = {"image_base64": base64.b64encode(data).decode(), "k": 1, "modality": "image"}
@@ -292,13 +294,13 @@ def test_profile_with_adapter_is_served_with_that_adapter(client: TestClient, ho
     # Score 1 only if the query went through the same adapter as the index (the base model scores lower).
     assert body["results"][0]["id"] == f"img-{sha}" and body["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
     base_vector = Encoder.load(backbone).encode_images([Image.open(io.BytesIO(data))])[0]
-    assert ProfileIndex.load(latest_index(profile, home)).search(base_vector, k=1, modality="image")[0]["score"] < 0.99
+    assert ProfileIndex.load(ws.latest_index(profile)).search(base_vector, k=1, modality="image")[0]["score"] < 0.99
     listed = {p["name"]: p["adapter"] for p in client.get("/v1/profiles").json()["profiles"]}
     assert listed[profile] == version
 
     meta = json.loads((adapter / META_FILE).read_text())
     workspace.atomic_write_json(adapter / META_FILE, {**meta, "weights_sha256": "0" * 64})
     newer = workspace.new_version()  # a new index version makes the service load the adapter again
-    shutil.copytree(latest_index(profile, home), index_dir(profile, home) / newer)
+    shutil.copytree(ws.latest_index(profile), ws.index_dir(profile) / newer)
     r = client.post(f"/v1/profiles/{profile}/search", json=query)
     assert r.status_code == 409 and "base weights" in r.json()["detail"]

@@ -1,4 +1,6 @@
-"""What both spiders share: URL joining, degree bookkeeping, image requests, JSON that never raises."""
+"""What both spiders share: degree bookkeeping, image requests, JSON that never raises.
+
+URLs are built by ``crawler.urls`` and texts cleaned by the text policy (``qualia.text``)."""
 
 from __future__ import annotations
 
@@ -6,41 +8,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode, urlsplit
 
 import scrapy
 from scrapy.crawler import Crawler
 from scrapy.http import Request, Response
 
 from crawler.items import PictureBytes, Record
-
-
-def api_url(base: str, path: str, query: dict[str, Any] | None = None) -> str:
-    """``path`` appended to ``base``, keeping any path prefix the base carries.
-
-    ``urljoin("http://h/substack", "/api/v1/x")`` would drop ``/substack``; a mirror or the sample
-    site serves the API under such a prefix, so paths are appended, never resolved.
-    """
-    url = base.rstrip("/") + "/" + path.lstrip("/")
-    return f"{url}?{urlencode(query)}" if query else url
-
-
-def is_web_url(url: Any) -> bool:
-    if not isinstance(url, str):
-        return False
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def clean_text(*parts: Any) -> str | None:
-    """Non-empty string parts, de-duplicated, whitespace collapsed, joined by newlines."""
-    seen: list[str] = []
-    for part in parts:
-        if isinstance(part, str):
-            text = " ".join(part.split())
-            if text and text not in seen:
-                seen.append(text)
-    return "\n".join(seen) or None
 
 
 class CorpusSpider(scrapy.Spider):

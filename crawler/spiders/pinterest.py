@@ -13,7 +13,9 @@ from urllib.parse import quote
 from scrapy.http import Request, Response
 
 from crawler.items import ImageRef, Record
-from crawler.spiders import CorpusSpider, api_url, clean_text, is_web_url
+from crawler.spiders import CorpusSpider
+from crawler.urls import api_url, is_web_url
+from qualia.text import join_lines
 
 HEADERS = {"Accept": "application/json, text/javascript, */*, q=0.01", "X-Requested-With": "XMLHttpRequest"}
 PIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -127,7 +129,7 @@ class PinterestSpider(CorpusSpider):
         path = board.get("url") if isinstance(board.get("url"), str) else None
         return Record(
             f"pinterest:board:{board['id']}", "pinterest", "board", degree, via=via, title=board.get("name"),
-            text=clean_text(board.get("description")), url=api_url(self.root, path) if path else None,
+            text=join_lines(board.get("description")), url=api_url(self.root, path) if path else None,
             data={"id": str(board["id"]), "name": board.get("name"), "url": path, "pin_count": board.get("pin_count"),
                   "owner": owner.get("username")},
             complete=complete,
@@ -175,7 +177,7 @@ class PinterestSpider(CorpusSpider):
 
         def add(url: str | None, role: str, alt: Any = None, caption: Any = None, position: int = 0) -> None:
             if url:
-                images[url] = ImageRef(url, role, clean_text(alt), clean_text(caption), position)
+                images[url] = ImageRef(url, role, join_lines(alt), join_lines(caption), position)
 
         add(best_image_url(pin.get("images")), "pin", pin.get("alt_text") or pin.get("auto_alt_text"))
         carousel = _dict(pin.get("carousel_data"))
@@ -184,7 +186,7 @@ class PinterestSpider(CorpusSpider):
         story = _dict(pin.get("story_pin_data"))
         for k, page in enumerate(_dicts(story.get("pages"))):
             blocks = _dicts(page.get("blocks"))
-            words = clean_text(*(b.get("text") for b in blocks))
+            words = join_lines(*(b.get("text") for b in blocks))
             for block in blocks:
                 add(best_image_url(_dict(block.get("image")).get("images")), "story", None, words, k)
         board = _dict(pin.get("board"))
@@ -193,8 +195,8 @@ class PinterestSpider(CorpusSpider):
         is_video = bool(pin.get("videos") or pin.get("is_video"))
         return Record(
             f"pinterest:pin:{pin_id}", "pinterest", "pin", degree, via=via,
-            title=clean_text(pin.get("title") or pin.get("grid_title")),
-            text=clean_text(pin.get("description"), pin.get("closeup_unified_description")),
+            title=join_lines(pin.get("title") or pin.get("grid_title")),
+            text=join_lines(pin.get("description"), pin.get("closeup_unified_description")),
             url=api_url(self.root, f"pin/{pin_id}/"), published_at=iso_date(pin.get("created_at")),
             data={"id": pin_id, "link": pin.get("link"), "pinner": pinner.get("username"),
                   "board": {k: board.get(k) for k in ("id", "name", "url")} if board else None,

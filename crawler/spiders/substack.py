@@ -12,7 +12,9 @@ from parsel import Selector
 from scrapy.http import Request, Response
 
 from crawler.items import ImageRef, Record
-from crawler.spiders import CorpusSpider, api_url, clean_text, is_web_url
+from crawler.spiders import CorpusSpider
+from crawler.urls import api_url, is_web_url
+from qualia.text import join_lines
 
 SUBDOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$")
@@ -54,7 +56,7 @@ class SubstackSpider(CorpusSpider):
         handle = profile.get("handle") if isinstance(profile.get("handle"), str) else response.meta["handle"]
         user_id = f"substack:user:{handle}"
         yield Record(
-            user_id, "substack", "user", 0, title=profile.get("name") or handle, text=clean_text(profile.get("bio")),
+            user_id, "substack", "user", 0, title=profile.get("name") or handle, text=join_lines(profile.get("bio")),
             url=api_url(self.root, f"@{handle}"), complete=True,
             data={k: profile.get(k) for k in ("id", "name", "handle", "bio", "photo_url")},
         )
@@ -143,7 +145,7 @@ class SubstackSpider(CorpusSpider):
         record = Record(
             f"substack:post:{post['id']}", "substack", "post", degree,
             via=(f"substack:publication:{meta['pub_id']}", "publishes"), title=post.get("title"),
-            text=clean_text(post.get("subtitle"), body_text),
+            text=join_lines(post.get("subtitle"), body_text),
             url=post["canonical_url"] if is_web_url(post.get("canonical_url")) else None,
             published_at=post.get("post_date"), data=data, images=images, complete=complete,
         )
@@ -161,13 +163,13 @@ class SubstackSpider(CorpusSpider):
     def read_body(self, body_html: str) -> tuple[str | None, list[tuple[str, str | None, str | None]]]:
         """Plain text of a post body, and its images as (src, alt, figcaption)."""
         sel = Selector(text=f"<html><body>{body_html}</body></html>")
-        text = clean_text(" ".join(sel.xpath(
+        text = join_lines(" ".join(sel.xpath(
             "//body//text()[not(ancestor::figure) and not(ancestor::script) and not(ancestor::style)]").getall()))
         figures: dict[str, tuple[str, str | None, str | None]] = {}
         for img in sel.css("img"):
             src = img.attrib.get("src")
             if not is_web_url(src) or src in figures:
                 continue
-            caption = clean_text(" ".join(img.xpath("ancestor::figure[1]//figcaption//text()").getall()))
-            figures[src] = (src, clean_text(img.attrib.get("alt")), caption)
+            caption = join_lines(" ".join(img.xpath("ancestor::figure[1]//figcaption//text()").getall()))
+            figures[src] = (src, join_lines(img.attrib.get("alt")), caption)
         return text, list(figures.values())

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
 from qualia import workspace
-from qualia.index import CorruptIndex, latest_index, read_manifest
+from qualia.errors import CorruptIndex, NotFound
+from qualia.index import read_manifest
 
 from service.deps import ProfileDep, ResourcesDep, ScopeDep, SettingsDep, key_scope, open_corpus
 
@@ -27,10 +28,11 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "
 def list_profiles(settings: SettingsDep, scope: ScopeDep) -> dict[str, Any]:
     """Profiles with a built index: their adapter and index versions and index counts (a key sees only its own)."""
     profiles = []
-    for name in workspace.list_profiles(settings.root):
+    ws = settings.workspace
+    for name in ws.list_profiles():
         if scope is not None and name != scope:
             continue
-        folder = latest_index(name, settings.root)
+        folder = ws.latest_index(name)
         if folder is None:
             continue
         try:
@@ -86,7 +88,7 @@ def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> File
         row = corpus.image(sha)
     if row is None:
         raise HTTPException(404, detail=f"no image {image_id!r} in {profile!r}")
-    images_root = workspace.images_dir(settings.root).resolve()
+    images_root = settings.workspace.images_dir.resolve()
     resolved = (images_root / row["path"]).resolve()
     if not resolved.is_relative_to(images_root) or not resolved.is_file():
         raise HTTPException(404, detail=f"the file of image {image_id!r} is missing")
@@ -100,9 +102,10 @@ def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> File
 @router.get("/{profile}/report")
 def get_report(profile: ProfileDep, settings: SettingsDep) -> dict[str, Any]:
     """The evaluation (metrics.json) of the adapter the profile's index was built with, else of its newest adapter."""
-    adapters = workspace.profile_dir(profile, settings.root) / "adapters"
+    ws = settings.workspace
+    adapters = ws.adapters_dir(profile)
     version = None
-    folder = latest_index(profile, settings.root)
+    folder = ws.latest_index(profile)
     if folder is not None:
         try:
             version = read_manifest(folder).get("adapter_version")
@@ -114,7 +117,7 @@ def get_report(profile: ProfileDep, settings: SettingsDep) -> dict[str, Any]:
     try:
         metrics_path = workspace.resolve_version(adapters, version) / "metrics.json"
         return json.loads(metrics_path.read_text())
-    except FileNotFoundError as e:
+    except (NotFound, FileNotFoundError) as e:
         raise HTTPException(404, detail=f"adapter {version} of {profile!r} has no evaluation (metrics.json)") from e
     except ValueError as e:
         raise HTTPException(409, detail=f"adapter {version} of {profile!r} has an unreadable metrics.json: {e}") from e

@@ -14,13 +14,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from qualia.search import decode_image
+from qualia.text import MAX_QUERY_CHARS
 
 from service.deps import ProfileDep, ResourcesDep, SettingsDep, key_scope
 
 router = APIRouter(prefix="/v1/profiles", tags=["search"], dependencies=[Depends(key_scope)])
-
-MAX_TEXT_CHARS = 2000
-
 
 class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -30,7 +28,7 @@ class SearchOptions(BaseModel):
 
 
 class SearchRequest(SearchOptions):
-    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
+    text: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS)
     image_base64: str | None = Field(None, min_length=1, description="picture bytes, base64")
 
     @model_validator(mode="after")
@@ -91,8 +89,8 @@ async def _parse_form(form: FormData, settings) -> tuple[SearchOptions, str | No
     if (upload is None) == (not text):
         raise HTTPException(422, detail="give exactly one of an 'image' file or 'text'")
     if upload is None:
-        if len(text) > MAX_TEXT_CHARS:
-            raise HTTPException(422, detail=f"'text' is over {MAX_TEXT_CHARS} characters")
+        if len(text) > MAX_QUERY_CHARS:
+            raise HTTPException(422, detail=f"'text' is over {MAX_QUERY_CHARS} characters")
         return options, text, None
     data = await upload.read(settings.max_image_bytes + 1)
     return options, None, data

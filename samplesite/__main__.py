@@ -1,4 +1,4 @@
-"""``python -m qualia.samplesite [--port N]``: serve the sample site in the foreground."""
+"""``python -m samplesite [--port N]``: serve the sample site in the foreground."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import logging
 import sys
 import threading
 
-from qualia.samplesite.server import SampleSite
+from samplesite.server import SampleSite
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qualia.samplesite", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m samplesite", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8123)
     args = parser.parse_args(argv)

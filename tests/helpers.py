@@ -1,8 +1,16 @@
-"""A small real profile (corpus with pictures, tiny backbone, FAISS index) shared by the index and service tests."""
+"""What the tests share: paths, subprocess runners, pictures, and a small real profile.
+
+``write_sample_corpus`` makes a corpus with pictures (posts, pins, a picture behind two URLs) that the
+index, service and auth tests build their index from.
+"""
 
 from __future__ import annotations
 
 import io
+import os
+import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +18,37 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from qualia.corpus import Corpus
-from qualia.workspace import corpus_path, images_dir
+from qualia.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_qualia(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the installed command line in a fresh process, as a user would."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "qualia.cli", *args],
+        capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout,
+    )
+
+
+def open_corpus(ws: Workspace | Path, profile: str) -> Corpus:
+    """A profile's corpus, read-only (``ws`` may be a workspace root)."""
+    return Corpus.open(ws if isinstance(ws, Workspace) else Workspace(ws), profile, readonly=True)
+
+
+def png(colour: tuple[int, int, int], size: int = 16) -> bytes:
+    """A plain square PNG of one colour."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
 
 PROFILE = "alice"
 CDN = "http://127.0.0.1:9/cdn"
@@ -41,7 +79,7 @@ class SampleCorpus:
 
 def write_sample_corpus(home: Path, profile: str = PROFILE) -> SampleCorpus:
     sample = SampleCorpus(home)
-    with Corpus(corpus_path(profile, home), images_root=images_dir(home)) as c:
+    with Corpus.open(Workspace(home), profile) as c:
         c.upsert_item("substack:user:alice", source="substack", kind="user", degree=0, title="Alice")
         c.upsert_item("substack:publication:1", source="substack", kind="publication", degree=1,
                       title="Field Notes", url="http://127.0.0.1:9/fieldnotes",
@@ -55,7 +93,7 @@ def write_sample_corpus(home: Path, profile: str = PROFILE) -> SampleCorpus:
             for role, alt, caption in (("cover", None, None), ("body", f"a sketch of shell {n}", f"shell {n}, drawn at dawn")):
                 seed += 1
                 url = f"{CDN}/{role}/{n}.png"
-                sample.sha_by_url[url] = c.store_image(url, picture(seed))
+                sample.sha_by_url[url] = c.store_image(url, picture(seed))[0]
                 c.add_image_ref(post, url, role, alt=alt, caption=caption, position=0 if role == "cover" else 1)
         # A post with words and no picture.
         c.upsert_item("substack:post:99", source="substack", kind="post", degree=1, title="A letter without pictures",
@@ -73,16 +111,16 @@ def write_sample_corpus(home: Path, profile: str = PROFILE) -> SampleCorpus:
                           text=f"a rock pool with anemones, number {n}", url=f"http://127.0.0.1:9/pin/{n}/", via=via)
             seed += 1
             url = f"{PINIMG}/originals/{n:02d}/pin{n}.jpg"
-            sample.sha_by_url[url] = c.store_image(url, picture(seed, "JPEG"))
+            sample.sha_by_url[url] = c.store_image(url, picture(seed, "JPEG"))[0]
             c.add_image_ref(pin, url, "pin")
         # One picture crawled by two URLs: first as a degree-2 pin's image, then in a degree-1 post's body.
         c.upsert_item("pinterest:pin:50", source="pinterest", kind="pin", degree=2, title="Shared picture pin",
                       url="http://127.0.0.1:9/pin/50/", via=("pinterest:pin:2", "related"))
         shared = picture(1000)
-        sample.sha_by_url[SHARED_FIRST_URL] = c.store_image(SHARED_FIRST_URL, shared)
+        sample.sha_by_url[SHARED_FIRST_URL] = c.store_image(SHARED_FIRST_URL, shared)[0]
         c.add_image_ref("pinterest:pin:50", SHARED_FIRST_URL, "pin")
         time.sleep(0.01)
-        sample.sha_by_url[SHARED_SECOND_URL] = c.store_image(SHARED_SECOND_URL, shared)
+        sample.sha_by_url[SHARED_SECOND_URL] = c.store_image(SHARED_SECOND_URL, shared)[0]
         c.add_image_ref("substack:post:3", SHARED_SECOND_URL, "body", alt="the shared picture",
                         caption="a picture seen twice", position=2)
         c.commit()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from qualia.samplesite.pictures import STYLES, SUBJECTS, draw_picture
+from samplesite.pictures import STYLES, SUBJECTS, draw_picture
 
 SUBSTACK_ROOT = "/substack"
 PUBLICATION_ROOT = "/pub/{subdomain}"

@@ -1,4 +1,6 @@
-"""API keys, each scoped to one profile, in ``$QUALIA_HOME/keys.sqlite`` (SQLite, WAL).
+"""API keys, each scoped to one profile, in the workspace's ``keys.sqlite`` (SQLite, WAL).
+
+The service's concern: the service checks them, and the command line's ``qualia keys`` manages them.
 
 A key is ``qk_`` + 43 URL-safe characters (256 random bits). Only its SHA-256 is stored, with a short
 public prefix (the key's first characters) to list and revoke it by. A random 256-bit token cannot be
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from qualia import workspace
+from qualia.errors import QualiaError
 
 KEYS_FILE = "keys.sqlite"
 KEY_MARK = "qk_"
@@ -36,8 +39,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
 """
 
 
-def keys_path(root: Path | None = None) -> Path:
-    return (root or workspace.home()) / KEYS_FILE
+def keys_path(ws: workspace.Workspace) -> Path:
+    return ws.root / KEYS_FILE
 
 
 def _digest(key: str) -> bytes:
@@ -45,9 +48,9 @@ def _digest(key: str) -> bytes:
 
 
 @contextlib.contextmanager
-def _open(root: Path | None, create: bool = False) -> Iterator[sqlite3.Connection | None]:
+def _open(ws: workspace.Workspace, create: bool = False) -> Iterator[sqlite3.Connection | None]:
     """A connection to the key store; ``None`` when it does not exist and ``create`` is off (readers never create it)."""
-    path = keys_path(root)
+    path = keys_path(ws)
     if not create and not path.exists():
         yield None
         return
@@ -66,11 +69,11 @@ def _open(root: Path | None, create: bool = False) -> Iterator[sqlite3.Connectio
         db.close()
 
 
-def create_key(profile: str, root: Path | None = None) -> str:
+def create_key(ws: workspace.Workspace, profile: str) -> str:
     """A new key for ``profile``; the caller shows it once, since only its hash is kept."""
     workspace.check_profile_name(profile)
     created_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with _open(root, create=True) as db:
+    with _open(ws, create=True) as db:
         for _ in range(8):  # a prefix collision (48 random bits) is all but impossible; retry anyway
             key = KEY_MARK + secrets.token_urlsafe(32)
             try:
@@ -82,7 +85,7 @@ def create_key(profile: str, root: Path | None = None) -> str:
                 return key
             except sqlite3.IntegrityError:
                 continue
-    raise RuntimeError("could not find an unused key prefix")
+    raise QualiaError("could not find an unused key prefix")
 
 
 def _match(key: Any, rows: dict[str, tuple[bytes, str]]) -> str | None:
@@ -102,34 +105,34 @@ def _load(db: sqlite3.Connection | None) -> dict[str, tuple[bytes, str]]:
         "SELECT prefix, sha256, profile FROM api_keys")}
 
 
-def verify_key(key: str, root: Path | None = None) -> str | None:
+def verify_key(ws: workspace.Workspace, key: str) -> str | None:
     """The profile ``key`` is scoped to, or None for an unknown, revoked or malformed key."""
     if not isinstance(key, str) or len(key) <= PREFIX_LEN:
         return None
-    with _open(root) as db:
+    with _open(ws) as db:
         if db is None:
             return None
         row = db.execute("SELECT sha256, profile FROM api_keys WHERE prefix=?", (key[:PREFIX_LEN],)).fetchone()
     return _match(key, {key[:PREFIX_LEN]: (bytes(row[0]), row[1])}) if row else None
 
 
-def any_keys(root: Path | None = None) -> bool:
-    with _open(root) as db:
+def any_keys(ws: workspace.Workspace) -> bool:
+    with _open(ws) as db:
         return db is not None and db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
 
 
-def list_keys(root: Path | None = None) -> list[dict[str, str]]:
+def list_keys(ws: workspace.Workspace) -> list[dict[str, str]]:
     """Keys as ``{"prefix", "profile", "created_at"}``, oldest first; never the keys themselves."""
-    with _open(root) as db:
+    with _open(ws) as db:
         if db is None:
             return []
         rows = db.execute("SELECT prefix, profile, created_at FROM api_keys ORDER BY created_at, rowid").fetchall()
     return [{"prefix": p, "profile": profile, "created_at": c} for p, profile, c in rows]
 
 
-def revoke_key(prefix: str, root: Path | None = None) -> bool:
+def revoke_key(ws: workspace.Workspace, prefix: str) -> bool:
     """Delete the key listed under ``prefix`` (or a whole key); False when there is none."""
-    with _open(root) as db:
+    with _open(ws) as db:
         if db is None:
             return False
         with db:
@@ -144,9 +147,9 @@ class KeyRing:
     The WAL file is watched too, since a commit may reach only it until the next checkpoint.
     """
 
-    def __init__(self, root: Path | None = None):
-        self.path = keys_path(root)
-        self._root = root
+    def __init__(self, ws: workspace.Workspace):
+        self.path = keys_path(ws)
+        self._ws = ws
         self._signature: tuple | None = None
         self._rows: dict[str, tuple[bytes, str]] = {}
         self._lock = threading.Lock()
@@ -166,7 +169,7 @@ class KeyRing:
         if signature != self._signature:
             with self._lock:
                 if signature != self._signature:
-                    with _open(self._root) as db:
+                    with _open(self._ws) as db:
                         self._rows = _load(db)
                     self._signature = signature
         return self._rows

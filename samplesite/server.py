@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from qualia.samplesite.content import (
+from samplesite.content import (
     ARCHIVE_MAX_LIMIT,
     PINTEREST_PAGE_SIZE,
     PINTEREST_ROOT,

@@ -1,0 +1,57 @@
+"""How the command line shows things: tables for people, one JSON object for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def emit(obj: Any, as_json: bool, human: str) -> None:
+    """The command's one answer on stdout: ``obj`` as JSON, or ``human`` text."""
+    if as_json:
+        sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(human.rstrip("\n") + "\n")
+
+
+def say(as_json: bool, text: str) -> None:
+    """Narration: stdout for people; stderr under ``--json``, where stdout carries exactly one object."""
+    print(text, file=sys.stderr if as_json else sys.stdout, flush=True)
+
+
+def format_counts(counts: dict[str, Any]) -> str:
+    items = counts["items"]
+    lines = [
+        f"items      {sum(items.values()):>6}  ({', '.join(f'{k} {v}' for k, v in sorted(items.items()))})",
+        f"by degree  {'  '.join(f'{d}: {n}' for d, n in sorted(counts['by_degree'].items()))}",
+        f"by kind    {'  '.join(f'{k}: {n}' for k, n in sorted(counts.get('by_kind', {}).items()))}",
+        f"images     {counts['images']:>6}  (from {counts.get('image_urls', 0)} URLs)",
+        f"pairs      {counts['pairs']:>6}",
+        f"edges      {counts['edges']:>6}",
+    ]
+    return "\n".join(lines)
+
+
+def format_eval(report: dict[str, Any]) -> str:
+    header = f"{'':10}{'t2i r@1':>9}{'r@5':>7}{'r@10':>7}{'i2t r@1':>10}{'r@5':>7}{'r@10':>7}{'gap':>8}"
+    lines = [f"held-out pairs: {report['pairs']}", header]
+    for name in ("base", "adapter"):
+        m = report[name]
+        t, i = m["t2i"], m["i2t"]
+        lines.append(
+            f"{name:10}{t['r1']:9.3f}{t['r5']:7.3f}{t['r10']:7.3f}"
+            f"{i['r1']:10.3f}{i['r5']:7.3f}{i['r10']:7.3f}{m['gap']:8.3f}"
+        )
+    return "\n".join(lines)
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for rank, r in enumerate(results, 1):
+        text = (r.get("text") or "").replace("\n", " ")
+        if len(text) > 70:
+            text = text[:67] + "..."
+        where = r.get("image_url") if r["modality"] == "image" else r.get("source_url")
+        lines.append(f"{rank:>3}. {r['score']:.3f}  {r['modality']:<5} d{r.get('degree', '?')}  {text}  <{where}>")
+    return "\n".join(lines) or "(no results)"
