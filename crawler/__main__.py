@@ -19,21 +19,21 @@ from qualia.workspace import Workspace
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crawler", description="Crawl Substack and Pinterest into a "
-                                     "qualia profile's corpus (base URLs from QUALIA_*_URL).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     "qualia profile's corpus (base URLs from QUALIA_*_URL).")
     parser.add_argument("profile", help="profile name ([a-z0-9][a-z0-9_-]{0,63})")
-    parser.add_argument("--substack", action="append", default=[], metavar="HANDLE", help="a Substack handle")
-    parser.add_argument("--pinterest", action="append", default=[], metavar="USERNAME", help="a Pinterest user")
-    parser.add_argument("--depth", type=int, choices=(1, 2), default=2, help="hops from the person")
-    parser.add_argument("--max-items", type=int, default=None, help="stop after N posts and pins")
-    parser.add_argument("--delay", type=float, default=1.0, help="seconds between requests to one site")
-    parser.add_argument("--log-level", default="WARNING", help="Scrapy's log level")
+    parser.add_argument("--substack", action="append", metavar="HANDLE", help="a Substack handle (repeatable)")
+    parser.add_argument("--pinterest", action="append", metavar="USERNAME", help="a Pinterest user (repeatable)")
+    parser.add_argument("--depth", type=int, choices=(1, 2), default=2, help="hops from the person (default: %(default)s)")
+    parser.add_argument("--max-items", type=int, default=None, metavar="N", help="stop after N posts and pins")
+    parser.add_argument("--delay", type=float, default=1.0, metavar="SECONDS",
+                        help="seconds between requests to one site (default: %(default)s)")
+    parser.add_argument("--log-level", default="WARNING", metavar="LEVEL", help="Scrapy's log level (default: %(default)s)")
     parser.add_argument("--progress", action="store_true", help="a status line on stderr")
     args = parser.parse_args(argv)
     ws = Workspace.at(os.environ.get("QUALIA_HOME"))
     urls = {key: os.environ.get(key) for key in URL_SETTINGS}
     try:
-        stats = crawl(ws, args.profile, args.substack, args.pinterest, depth=args.depth, max_items=args.max_items,
+        stats = crawl(ws, args.profile, args.substack or [], args.pinterest or [], depth=args.depth, max_items=args.max_items,
                       delay=args.delay, progress=args.progress, log_level=args.log_level, urls=urls)
     except QualiaError as e:
         sys.stderr.write(f"python -m crawler: error: {e}\n")

@@ -23,6 +23,7 @@ from typing import Any
 
 MAX_EMBED_CHARS = 300
 MAX_QUERY_CHARS = 2000
+_MIN_CUT_CHARS = 20  # a shorter beginning of another part counts only when it ends at a word
 _SENTENCE_END = ".!?:;"
 
 
@@ -31,14 +32,25 @@ def clean(text: Any) -> str:
     return " ".join(text.split()) if isinstance(text, str) else ""
 
 
+def _said_in(short: str, long: str) -> bool:
+    """Whether ``short`` (lower case) adds nothing to ``long``: it is its beginning, ended at a word, or
+    cut mid-word the way sites cut a grid title or teaser (at least ``_MIN_CUT_CHARS`` kept)."""
+    stem = short.rstrip(" .…")
+    if not long.startswith(stem):
+        return False
+    return len(stem) >= _MIN_CUT_CHARS or len(long) == len(stem) or not long[len(stem)].isalnum()
+
+
 def distinct(parts: Iterable[Any]) -> list[str]:
-    """The cleaned, non-empty parts, each once (case does not make a part new), in order."""
+    """The cleaned, non-empty parts in order, each thing said once: case does not make a part new, and a
+    part that another one begins with (a title cut from its description) gives way to the longer."""
     kept: list[str] = []
-    seen: set[str] = set()
     for part in map(clean, parts):
-        if part and part.lower() not in seen:
-            seen.add(part.lower())
-            kept.append(part)
+        low = part.lower()
+        if not part or any(_said_in(low, k.lower()) for k in kept):
+            continue
+        kept = [k for k in kept if not _said_in(k.lower(), low)]
+        kept.append(part)
     return kept
 
 

@@ -105,17 +105,6 @@ def _load(db: sqlite3.Connection | None) -> dict[str, tuple[bytes, str]]:
         "SELECT prefix, sha256, profile FROM api_keys")}
 
 
-def verify_key(ws: workspace.Workspace, key: str) -> str | None:
-    """The profile ``key`` is scoped to, or None for an unknown, revoked or malformed key."""
-    if not isinstance(key, str) or len(key) <= PREFIX_LEN:
-        return None
-    with _open(ws) as db:
-        if db is None:
-            return None
-        row = db.execute("SELECT sha256, profile FROM api_keys WHERE prefix=?", (key[:PREFIX_LEN],)).fetchone()
-    return _match(key, {key[:PREFIX_LEN]: (bytes(row[0]), row[1])}) if row else None
-
-
 def any_keys(ws: workspace.Workspace) -> bool:
     with _open(ws) as db:
         return db is not None and db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None

@@ -32,15 +32,15 @@ def test_only_the_hash_is_stored(ws: Workspace) -> None:
 
 
 def test_verify_wrong_and_malformed_keys(ws: Workspace) -> None:
-    assert keys.verify_key(ws, "qk_anything-at-all-long-enough") is None  # no store at all
+    assert keys.KeyRing(ws).profile_of("qk_anything-at-all-long-enough") is None  # no store at all
     assert not keys.keys_path(ws).exists()  # and asking did not create one
     assert not keys.any_keys(ws)
     alice, bob = keys.create_key(ws, "alice"), keys.create_key(ws, "bob")
     assert keys.any_keys(ws)
-    assert keys.verify_key(ws, alice) == "alice" and keys.verify_key(ws, bob) == "bob"
+    assert keys.KeyRing(ws).profile_of(alice) == "alice" and keys.KeyRing(ws).profile_of(bob) == "bob"
     tampered = alice[:-1] + ("A" if alice[-1] != "A" else "B")  # right prefix, wrong secret
     for bad in (tampered, alice + "x", alice[: keys.PREFIX_LEN], "", "qk_", bob.upper(), alice[3:]):
-        assert keys.verify_key(ws, bad) is None, bad
+        assert keys.KeyRing(ws).profile_of(bad) is None, bad
     with pytest.raises(InvalidProfileName):
         keys.create_key(ws, "../etc")
 
@@ -54,7 +54,7 @@ def test_list_and_revoke(ws: Workspace) -> None:
     assert alice not in json.dumps(listed)
     assert keys.revoke_key(ws, alice[: keys.PREFIX_LEN])
     assert not keys.revoke_key(ws, alice[: keys.PREFIX_LEN])
-    assert keys.verify_key(ws, alice) is None
+    assert keys.KeyRing(ws).profile_of(alice) is None
     assert [k["profile"] for k in keys.list_keys(ws)] == ["bob"]
 
 
@@ -84,14 +84,14 @@ def test_cli_keys_create_list_revoke(ws: Workspace) -> None:
     out = run_qualia("keys", "create", "alice", "--json", env=env)
     assert out.returncode == 0, out.stderr
     created = json.loads(out.stdout)
-    assert created["profile"] == "alice" and keys.verify_key(ws, created["key"]) == "alice"
+    assert created["profile"] == "alice" and keys.KeyRing(ws).profile_of(created["key"]) == "alice"
     plain = run_qualia("keys", "create", "alice", env=env)
-    assert plain.returncode == 0 and keys.verify_key(ws, plain.stdout.strip()) == "alice"
+    assert plain.returncode == 0 and keys.KeyRing(ws).profile_of(plain.stdout.strip()) == "alice"
     listed = json.loads(run_qualia("keys", "list", "--json", env=env).stdout)["keys"]
     assert len(listed) == 2 and created["key"] not in json.dumps(listed)
     prefix = created["key"][: keys.PREFIX_LEN]
     assert run_qualia("keys", "revoke", prefix, env=env).returncode == 0
-    assert keys.verify_key(ws, created["key"]) is None
+    assert keys.KeyRing(ws).profile_of(created["key"]) is None
     again = run_qualia("keys", "revoke", prefix, env=env)
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
     bad = run_qualia("keys", "create", "Bad Name", env=env)
