@@ -12,6 +12,7 @@ import json
 import os
 import sys
 
+from crawler.options import add_crawl_arguments
 from crawler.run import URL_SETTINGS, crawl
 from qualia.errors import QualiaError
 from qualia.workspace import Workspace
@@ -21,12 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m crawler", description="Crawl Substack and Pinterest into a "
                                      "qualia profile's corpus (base URLs from QUALIA_*_URL).")
     parser.add_argument("profile", help="profile name ([a-z0-9][a-z0-9_-]{0,63})")
-    parser.add_argument("--substack", action="append", metavar="HANDLE", help="a Substack handle (repeatable)")
-    parser.add_argument("--pinterest", action="append", metavar="USERNAME", help="a Pinterest user (repeatable)")
-    parser.add_argument("--depth", type=int, choices=(1, 2), default=2, help="hops from the person (default: %(default)s)")
-    parser.add_argument("--max-items", type=int, default=None, metavar="N", help="stop after N posts and pins")
-    parser.add_argument("--delay", type=float, default=1.0, metavar="SECONDS",
-                        help="seconds between requests to one site (default: %(default)s)")
+    add_crawl_arguments(parser)
     parser.add_argument("--log-level", default="WARNING", metavar="LEVEL", help="Scrapy's log level (default: %(default)s)")
     parser.add_argument("--progress", action="store_true", help="a status line on stderr")
     args = parser.parse_args(argv)

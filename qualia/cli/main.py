@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from crawler.options import add_crawl_arguments
 from qualia import __version__
 from qualia.cli.format import emit, format_counts, format_eval, format_results
 from qualia.config import TrainSettings
@@ -264,12 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     sp = command(sub, "crawl", cmd_crawl, "crawl Substack and/or Pinterest into the profile's corpus")
-    sp.add_argument("--substack", action="append", metavar="HANDLE", help="a Substack handle (repeatable)")
-    sp.add_argument("--pinterest", action="append", metavar="USER", help="a Pinterest username (repeatable)")
-    sp.add_argument("--depth", type=int, choices=(1, 2), default=2, help="hops from the person")
-    sp.add_argument("--max-items", type=int, default=None, metavar="N", help="stop after N posts and pins")
-    sp.add_argument("--delay", type=float, default=1.0, metavar="SECONDS",
-                    help="polite delay between requests to one site (0 for a local mirror)")
+    add_crawl_arguments(sp)
 
     command(sub, "corpus", cmd_corpus, "show what the profile's corpus holds")
 
