@@ -83,13 +83,14 @@ async def qualia_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
-    resources = Resources(settings)
+    ws = settings.workspace  # built once here, passed down (deps.WorkspaceDep)
+    resources = Resources(ws, settings.device)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.preload:
             await run_in_threadpool(resources.preload)
-        log.info("qualia service ready (workspace %s)", settings.workspace.root)
+        log.info("qualia service ready (workspace %s)", ws.root)
         yield
 
     app = FastAPI(
@@ -99,6 +100,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.workspace = ws
     app.state.resources = resources
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(QualiaError, qualia_error)

@@ -14,6 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from qualia import workspace
 from qualia.corpus import Corpus
+from qualia.workspace import Workspace
 
 from service.keys import KeyRing
 from service.resources import Resources
@@ -28,8 +29,13 @@ def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
+def get_workspace(request: Request) -> Workspace:
+    return request.app.state.workspace
+
+
 SettingsDep = Annotated[ServiceSettings, Depends(get_settings)]
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
 
 bearer = HTTPBearer(auto_error=False, description="an API key from `qualia keys create PROFILE`")
 
@@ -37,7 +43,7 @@ bearer = HTTPBearer(auto_error=False, description="an API key from `qualia keys 
 def get_keyring(request: Request) -> KeyRing:
     state = request.app.state
     if not hasattr(state, "keyring"):  # made on first use, so create_app needs no auth wiring
-        state.keyring = KeyRing(get_settings(request).workspace)
+        state.keyring = KeyRing(get_workspace(request))
     return state.keyring
 
 
@@ -63,14 +69,14 @@ ScopeDep = Annotated[str | None, Depends(key_scope)]
 
 
 def profile_name(
-    settings: SettingsDep,
+    ws: WorkspaceDep,
     scope: ScopeDep,
     profile: Annotated[str, Path(description="profile name, [a-z0-9][a-z0-9_-]{0,63}")],
 ) -> str:
     """A profile that exists and the caller's key reaches; anything else is not found, never used as a path."""
     if not workspace.PROFILE_NAME.fullmatch(profile):
         raise HTTPException(404, detail=f"no profile {profile[:80]!r} (not a valid profile name)")
-    if (scope is not None and profile != scope) or not settings.workspace.profile_dir(profile).is_dir():
+    if (scope is not None and profile != scope) or not ws.profile_dir(profile).is_dir():
         raise HTTPException(404, detail=f"no profile {profile!r}")
     return profile
 
@@ -78,9 +84,8 @@ def profile_name(
 ProfileDep = Annotated[str, Depends(profile_name)]
 
 
-def open_corpus(profile: str, settings: ServiceSettings) -> Corpus:
+def open_corpus(ws: Workspace, profile: str) -> Corpus:
     """The profile's corpus, read-only. Open and use it in one thread (SQLite), so not as a dependency."""
-    ws = settings.workspace
     if not ws.corpus_path(profile).exists():
         raise HTTPException(404, detail=f"profile {profile!r} has no corpus")
     return Corpus(ws.corpus_path(profile), ws.images_dir, readonly=True)

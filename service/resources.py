@@ -13,16 +13,16 @@ from pathlib import Path
 from qualia.errors import NoIndex
 from qualia.index import ProfileIndex, read_manifest
 from qualia.search import BackboneCache, ProfileSearcher
+from qualia.workspace import Workspace
 
-from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
 
 class Resources:
-    def __init__(self, settings: ServiceSettings):
-        self.ws = settings.workspace
-        self.backbones = BackboneCache(settings.device)
+    def __init__(self, ws: Workspace, device: str = "cpu"):
+        self.ws = ws
+        self.backbones = BackboneCache(device)
         self._searchers: dict[str, ProfileSearcher] = {}
         self._indexes: dict[str, ProfileIndex] = {}
         self._locks: dict[str, threading.Lock] = {}

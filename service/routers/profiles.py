@@ -14,7 +14,7 @@ from qualia import workspace
 from qualia.errors import CorruptIndex, NotFound
 from qualia.index import read_manifest
 
-from service.deps import ProfileDep, ResourcesDep, ScopeDep, SettingsDep, key_scope, open_corpus
+from service.deps import ProfileDep, ResourcesDep, ScopeDep, WorkspaceDep, key_scope, open_corpus
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,9 @@ MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "
 
 
 @router.get("")
-def list_profiles(settings: SettingsDep, scope: ScopeDep) -> dict[str, Any]:
+def list_profiles(ws: WorkspaceDep, scope: ScopeDep) -> dict[str, Any]:
     """Profiles with a built index: their adapter and index versions and index counts (a key sees only its own)."""
     profiles = []
-    ws = settings.workspace
     for name in ws.list_profiles():
         if scope is not None and name != scope:
             continue
@@ -53,9 +52,9 @@ def list_profiles(settings: SettingsDep, scope: ScopeDep) -> dict[str, Any]:
 
 
 @router.get("/{profile}/items/{item_id}")
-def get_item(profile: ProfileDep, item_id: str, settings: SettingsDep, resources: ResourcesDep) -> dict[str, Any]:
+def get_item(profile: ProfileDep, item_id: str, ws: WorkspaceDep, resources: ResourcesDep) -> dict[str, Any]:
     """A corpus item (``substack:post:123``), or an index row (``img-<sha256>``, ``txt-...``) with its item."""
-    with open_corpus(profile, settings) as corpus:
+    with open_corpus(ws, profile) as corpus:
         if item_id.startswith(("img-", "txt-")):
             row = resources.index(profile).row(item_id)
             if row is None:
@@ -72,9 +71,9 @@ def get_item(profile: ProfileDep, item_id: str, settings: SettingsDep, resources
     response_class=FileResponse,
     responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
 )
-def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> FileResponse:
+def get_image(profile: ProfileDep, image_id: str, ws: WorkspaceDep) -> FileResponse:
     """A picture's bytes, by ``img-<sha256>`` (or the bare hash), or the first picture of an item id."""
-    with open_corpus(profile, settings) as corpus:
+    with open_corpus(ws, profile) as corpus:
         match = IMAGE_ID.fullmatch(image_id)
         if match:
             sha = match.group(1)
@@ -88,7 +87,7 @@ def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> File
         row = corpus.image(sha)
     if row is None:
         raise HTTPException(404, detail=f"no image {image_id!r} in {profile!r}")
-    images_root = settings.workspace.images_dir.resolve()
+    images_root = ws.images_dir.resolve()
     resolved = (images_root / row["path"]).resolve()
     if not resolved.is_relative_to(images_root) or not resolved.is_file():
         raise HTTPException(404, detail=f"the file of image {image_id!r} is missing")
@@ -100,9 +99,8 @@ def get_image(profile: ProfileDep, image_id: str, settings: SettingsDep) -> File
 
 
 @router.get("/{profile}/report")
-def get_report(profile: ProfileDep, settings: SettingsDep) -> dict[str, Any]:
+def get_report(profile: ProfileDep, ws: WorkspaceDep) -> dict[str, Any]:
     """The evaluation (metrics.json) of the adapter the profile's index was built with, else of its newest adapter."""
-    ws = settings.workspace
     adapters = ws.adapters_dir(profile)
     version = None
     folder = ws.latest_index(profile)
