@@ -24,7 +24,7 @@ from scrapy.exceptions import DropItem
 from crawler.items import CAPPED_KINDS, KINDS, ROLES, SOURCES, PictureBytes, Record
 from crawler.urls import is_web_url
 from qualia.corpus import Corpus
-from qualia.errors import InvalidImage
+from qualia.errors import InvalidArgument, InvalidImage
 from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,11 @@ class CorpusSink:
 
     @classmethod
     def from_settings(cls, settings: Any) -> CorpusSink:
-        max_items = settings.get("QUALIA_MAX_ITEMS")
+        root, max_items = settings.get("QUALIA_WORKSPACE"), settings.get("QUALIA_MAX_ITEMS")
+        if not root:
+            raise InvalidArgument("the crawl's settings name no workspace (QUALIA_WORKSPACE)")
         return cls(
-            Workspace.at(Path(settings.get("QUALIA_WORKSPACE"))),
+            Workspace(Path(root)),
             settings.get("QUALIA_PROFILE"),
             int(max_items) if max_items is not None else None,
             settings.getint("QUALIA_COMMIT_EVERY", 100),

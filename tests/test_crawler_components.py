@@ -13,6 +13,7 @@ from scrapy.utils.test import get_crawler
 from crawler.items import ImageRef, PictureBytes, Record
 from crawler.middlewares import BackoffRetryMiddleware, CorpusAwareRequests, DegreeAwareFingerprinter
 from crawler.pipelines import CorpusPipeline, CorpusSink, ValidatePipeline, corpus_sink
+from qualia.errors import InvalidArgument
 from qualia.workspace import Workspace
 from tests.helpers import open_corpus, png
 
@@ -71,6 +72,11 @@ def test_a_listing_never_erases_what_a_detail_page_said(tmp_path: Path) -> None:
     sink.close()
     with open_corpus(ws, "mara") as corpus:
         assert corpus.item_data("pinterest:pin:1") == {"board": "tides", "pinner": "mara", "link": "http://x"}
+
+
+def test_a_crawler_without_a_workspace_is_refused_plainly() -> None:
+    with pytest.raises(InvalidArgument, match="QUALIA_WORKSPACE"):
+        CorpusPipeline.from_crawler(get_crawler(settings_dict={"QUALIA_PROFILE": "mara"}))
 
 
 def test_crawls_attached_sink_is_shared_by_its_components(tmp_path: Path) -> None:
