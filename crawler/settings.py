@@ -4,16 +4,17 @@
 Nothing here is secret and nothing is read from the environment at import time.
 """
 
-from qualia import corpus as _corpus
+from qualia import __version__ as _version
+from qualia import images as _images
 
 BOT_NAME = "qualia"
 SPIDER_MODULES = ["crawler.spiders"]
 NEWSPIDER_MODULE = "crawler.spiders"
 
-# Pinterest's web API answers browser-like clients only.
-USER_AGENT = (
-    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36"
-)
+# Say who is asking, and where to read about it: a site can then tell a person's own tool from a bot
+# farm (and robots.txt rules can name it). Pinterest wants its JSON headers (crawler/spiders/pinterest.py).
+PROJECT_URL = "https://github.com/qualia-project/qualia"
+USER_AGENT = f"qualia/{_version} (+{PROJECT_URL}; collects one person's public posts and pins at their request)"
 ROBOTSTXT_OBEY = True
 
 # Politeness: one request per DOWNLOAD_DELAY per site, stretched further by AutoThrottle when a site
@@ -29,7 +30,7 @@ CONCURRENT_REQUESTS_PER_DOMAIN = 16
 DOWNLOAD_TIMEOUT = 30
 # Pipelines here are synchronous; Scrapy's default of 100 starts 100 tasks for every callback's output.
 CONCURRENT_ITEMS = 8
-DOWNLOAD_MAXSIZE = _corpus.MAX_IMAGE_BYTES  # the corpus refuses larger pictures anyway
+DOWNLOAD_MAXSIZE = _images.MAX_BYTES  # the corpus refuses larger pictures anyway
 
 # 429 and 5xx are retried after a growing wait (crawler.middlewares.BackoffRetryMiddleware).
 RETRY_ENABLED = True

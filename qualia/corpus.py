@@ -14,7 +14,6 @@ No torch here: the crawler writes through this module and must stay light.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sqlite3
 import time
@@ -23,15 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
-from qualia import workspace
-from qualia.errors import ImageTooLarge, InvalidImage, NotFound
+from qualia import images, workspace
+from qualia.errors import NotFound
 
 SCHEMA_VERSION = 1
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
-MAX_IMAGE_PIXELS = 40_000_000
-_FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif"}
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -101,29 +95,6 @@ class ImageOccurrence:
     position: int
     sha256: str
     image_path: Path
-
-
-def validate_image(data: bytes) -> tuple[str, int, int]:
-    """(format, width, height) of ``data``, or InvalidImage with the reason."""
-    if len(data) > MAX_IMAGE_BYTES:
-        raise ImageTooLarge(f"image of {len(data)} bytes is over the {MAX_IMAGE_BYTES}-byte limit")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            fmt = im.format or ""
-            width, height = im.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise ImageTooLarge(f"image of {width}x{height} pixels is too large")
-            im.verify()
-    except InvalidImage:
-        raise
-    except UnidentifiedImageError as e:
-        # PIL's message names the BytesIO object it was reading from: say what a person can use instead
-        raise InvalidImage("not a picture qualia can read (PNG, JPEG, WEBP or GIF)") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise InvalidImage(f"not a readable picture: {e}") from e
-    if fmt not in _FORMAT_EXT:
-        raise InvalidImage(f"unsupported image format {fmt or 'unknown'!r}")
-    return fmt, width, height
 
 
 class Corpus:
@@ -240,9 +211,10 @@ class Corpus:
 
         The file is written once per content hash, however many URLs lead to it.
         """
-        fmt, width, height = validate_image(data)
+        fmt, width, height = images.probe(data)
+        images.decode(data)  # fully, once: what the corpus stores can be read by training and indexing
         sha = hashlib.sha256(data).hexdigest()
-        rel = f"{sha[:2]}/{sha}.{_FORMAT_EXT[fmt]}"
+        rel = f"{sha[:2]}/{sha}.{images.FORMATS[fmt]}"
         target = self.images_root / rel
         if not target.exists():
             workspace.atomic_write_bytes(target, data)

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from qualia import images
 from qualia.backbone import Backbone
 from qualia.errors import InvalidImage
 from qualia.lora import load_adapter
@@ -63,10 +64,10 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_tokens(self.backbone.tokenizer(list(texts)))
 
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+    def encode_images(self, pictures: Sequence[Image.Image]) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
+        for start in range(0, len(pictures), self.batch_size):
+            chunk = pictures[start : start + self.batch_size]
             pixels = torch.stack([self.backbone.preprocess(im.convert("RGB")) for im in chunk])
             out.append(self.encode_pixels(pixels))
         return np.concatenate(out)
@@ -79,9 +80,9 @@ class Encoder:
 
 
 def open_image(path: Path) -> Image.Image:
-    """The picture at ``path`` as RGB, fully read (no file handle left open); InvalidImage if unreadable."""
+    """The stored picture at ``path`` as RGB, decoded and bounded by the picture policy; InvalidImage
+    (or NotFound) naming the file if it cannot be read."""
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as e:
+        return images.read(path)
+    except InvalidImage as e:
         raise InvalidImage(f"cannot read image {path}: {e}") from e

@@ -26,8 +26,8 @@ from qualia import workspace
 from qualia.backbone import Backbone, load_backbone
 from qualia.corpus import Corpus
 from qualia.embed import Encoder, open_image
-from qualia.errors import CorruptArtifact, InvalidArgument, NotEnoughData
-from qualia.lora import read_adapter_meta
+from qualia.errors import CorruptArtifact, InvalidArgument, InvalidImage, NotEnoughData, NotFound
+from qualia.lora import usable_adapter
 from qualia.pairs import Pair, corpus_pairs
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,28 @@ def unique_images(pairs: Sequence[Pair]) -> list[str]:
     return list(dict.fromkeys(p.image_sha256 for p in pairs))
 
 
-def preprocess_images(pairs: Sequence[Pair], backbone: Backbone, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(n_unique, 3, S, S) the pairs' pictures, each read and preprocessed once, in ``unique_images`` order."""
+def preprocess_images(
+    pairs: Sequence[Pair], backbone: Backbone, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, list[Pair], list[str]]:
+    """The pairs' pictures, each read and preprocessed once: (pixels (n, 3, S, S) in ``unique_images``
+    order of the kept pairs, the pairs whose picture could be read, the pictures that could not).
+
+    A stored picture that cannot be read (damaged on disk, or stored before pictures were fully decoded)
+    costs its pairs, not the profile: it is skipped and named in the log.
+    """
     path_of = {p.image_sha256: p.image_path for p in pairs}
-    return torch.stack([backbone.preprocess(open_image(path_of[s])).to(dtype) for s in unique_images(pairs)])
+    pixels, unreadable = [], []
+    for sha in unique_images(pairs):
+        try:
+            pixels.append(backbone.preprocess(open_image(path_of[sha])).to(dtype))
+        except (InvalidImage, NotFound) as e:
+            log.warning("skipping picture %s: %s", sha[:12], e)
+            unreadable.append(sha)
+    skipped = set(unreadable)
+    kept = [p for p in pairs if p.image_sha256 not in skipped]
+    size = backbone.image_size
+    stacked = torch.stack(pixels) if pixels else torch.zeros((0, 3, size, size), dtype=dtype)
+    return stacked, kept, unreadable
 
 
 def _recalls(sim: np.ndarray, positive: np.ndarray) -> dict[str, float]:
@@ -115,15 +133,15 @@ def validation_pairs(ws: workspace.Workspace, profile: str, adapter_dir: Path) -
 
 def evaluate_profile(ws: workspace.Workspace, profile: str, adapter_version: str | None = None) -> dict[str, Any]:
     """``{"pairs": n, "base": metrics, "adapter": metrics}`` on the adapter's held-out pairs."""
-    adapter_dir = ws.adapter(profile, adapter_version)
-    meta = read_adapter_meta(adapter_dir)
+    adapter_dir, meta = usable_adapter(ws, profile, adapter_version)
     pairs = validation_pairs(ws, profile, adapter_dir)
+    backbone = load_backbone(meta["backbone"], meta.get("pretrained"))
+    pixels, pairs, unreadable = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     if not pairs:
         raise NotEnoughData(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
-    backbone = load_backbone(meta["backbone"], meta.get("pretrained"))
-    pixels = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     return {
         "pairs": len(pairs),
+        "images_unreadable": len(unreadable),
         "base": encoder_metrics(Encoder.load(backbone), pairs, pixels),
         "adapter": encoder_metrics(Encoder.load(backbone, adapter_dir), pairs, pixels),
     }

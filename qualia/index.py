@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
+from PIL import Image
 
 from qualia import text, workspace
 from qualia.corpus import Corpus
-from qualia.errors import CorruptIndex, InvalidArgument, NotEnoughData
+from qualia.errors import CorruptIndex, InvalidArgument, InvalidImage, NotEnoughData, NotFound
 from qualia.pairs import corpus_pairs, described_occurrences
 
 if TYPE_CHECKING:
@@ -177,20 +178,37 @@ def _progress(batches: Iterable, total: int, desc: str, enabled: bool) -> Iterab
     return tqdm(batches, total=total, desc=desc, unit="batch", leave=False)
 
 
-def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> np.ndarray:
-    """(len(rows), dim) float32, L2-normalized; rows are all of one modality."""
+def _readable(batch: list[_Row]) -> tuple[list[_Row], list[Image.Image]]:
+    """The rows of ``batch`` whose stored picture can be read, with their pictures; the others are logged."""
+    from qualia.embed import open_image
+
+    kept, pictures = [], []
+    for row in batch:
+        try:
+            pictures.append(open_image(row.image_path))
+            kept.append(row)
+        except (InvalidImage, NotFound) as e:
+            log.warning("not indexing picture %s: %s", row.sha256[:12], e)
+    return kept, pictures
+
+
+def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> tuple[list[_Row], np.ndarray]:
+    """(the rows embedded, their (n, dim) float32 L2-normalized vectors); rows are all of one modality.
+    A picture that cannot be read is left out of the index, not allowed to stop it."""
     if not rows:
-        return np.zeros((0, encoder.dim), dtype=np.float32)
+        return [], np.zeros((0, encoder.dim), dtype=np.float32)
     modality = rows[0].modality
-    chunks = []
+    kept, chunks = [], [np.zeros((0, encoder.dim), dtype=np.float32)]
     for batch in _progress(_batches(rows, BATCH), -(-len(rows) // BATCH), f"embedding {modality}s", progress):
         if modality == "image":
-            chunks.append(encoder.encode_image_paths([r.image_path for r in batch]))
+            batch, pictures = _readable(batch)
+            chunks.append(encoder.encode_images(pictures))
         else:
             chunks.append(encoder.encode_texts([r.text for r in batch]))
+        kept += batch
     vectors = np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
     faiss.normalize_L2(vectors)
-    return vectors
+    return kept, vectors
 
 
 def index_profile(
@@ -200,11 +218,10 @@ def index_profile(
     were trained on; returns the new version folder."""
     from qualia.backbone import load_backbone
     from qualia.embed import Encoder
-    from qualia.lora import read_adapter_meta
+    from qualia.lora import usable_adapter
 
     ws.require(profile, "corpus")
-    adapter = ws.adapter(profile, adapter_version)
-    meta = read_adapter_meta(adapter)
+    adapter, meta = usable_adapter(ws, profile, adapter_version)
     encoder = Encoder.load(load_backbone(meta["backbone"], meta.get("pretrained")), adapter)
     return build_index(ws, profile, encoder, adapter.name, progress=progress)
 
@@ -225,7 +242,9 @@ def build_index(
         raise NotEnoughData(f"profile {profile!r} has nothing to index: its corpus holds no pictures or texts")
     log.info("indexing %s: %d images, %d texts", profile, len(image_rows), len(text_rows))
 
-    vectors = np.concatenate([_embed(image_rows, encoder, progress), _embed(text_rows, encoder, progress)])
+    image_rows, image_vectors = _embed(image_rows, encoder, progress)
+    text_rows, text_vectors = _embed(text_rows, encoder, progress)
+    vectors = np.concatenate([image_vectors, text_vectors])
     n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
     # (n_total, dim) float32
     assert vectors.shape == (n_total, encoder.dim), vectors.shape

@@ -86,6 +86,25 @@ def read_adapter_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
+def check_adapter_folder(folder: Path) -> dict[str, Any]:
+    """The metadata of a complete adapter folder; CorruptArtifact when a piece is missing or unreadable."""
+    meta = read_adapter_meta(folder)
+    missing = _missing_peft_files(folder)
+    if missing:
+        raise CorruptArtifact(f"adapter {Path(folder).name} is incomplete: missing {', '.join(missing)}")
+    return meta
+
+
+def usable_adapter(ws: workspace.Workspace, profile: str, version: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """(folder, metadata) of adapter ``version``, or of the newest complete one when None: an older adapter
+    stands in for a damaged newest (logged)."""
+    if version is not None:
+        folder = ws.adapter(profile, version)
+        return folder, check_adapter_folder(folder)
+    ws.require(profile, "adapter")
+    return workspace.newest_usable(ws.adapters_dir(profile), check_adapter_folder, f"adapter of {profile!r}")
+
+
 def check_compatible(backbone: Backbone, meta: dict[str, Any], folder: Path) -> None:
     if meta.get("weights_sha256") != backbone.weights_sha256:
         raise AdapterMismatch(
@@ -103,11 +122,8 @@ def load_adapter(backbone: Backbone, folder: Path) -> torch.nn.Module:
     and several profiles' adapters.
     """
     folder = Path(folder)
-    meta = read_adapter_meta(folder)
+    meta = check_adapter_folder(folder)
     check_compatible(backbone, meta, folder)
-    missing = _missing_peft_files(folder)
-    if missing:
-        raise CorruptArtifact(f"adapter {folder} is incomplete: missing {', '.join(missing)}")
     model = peft.PeftModel.from_pretrained(copy.deepcopy(backbone.model), str(folder))
     merged = model.merge_and_unload().eval()
     for p in merged.parameters():

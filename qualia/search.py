@@ -7,7 +7,6 @@ cleaned and cut as the text policy says (``qualia.text``), like everything the i
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 from pathlib import Path
@@ -15,18 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from qualia import text, workspace
-from qualia.corpus import validate_image
-from qualia.errors import (
-    BackboneUnavailable,
-    CorruptArtifact,
-    ImageTooLarge,
-    IndexMismatch,
-    InvalidArgument,
-    InvalidImage,
-    NotFound,
-)
-from qualia.index import ProfileIndex, read_manifest
+from qualia import images, text, workspace
+from qualia.errors import BackboneUnavailable, CorruptArtifact, IndexMismatch, InvalidArgument, NotFound
+from qualia.index import ProfileIndex
 
 if TYPE_CHECKING:
     from qualia.backbone import Backbone
@@ -43,41 +33,13 @@ def decode_image(
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
-    """Query bytes -> RGB picture; ImageTooLarge / InvalidImage with the reason otherwise."""
-    if not data:
-        raise InvalidImage("the image is empty")
-    if len(data) > max_bytes:
-        raise ImageTooLarge(f"image of {len(data)} bytes is over the {max_bytes}-byte limit")
-    try:
-        # The header alone gives the size: refuse a decompression bomb before decoding it.
-        with Image.open(io.BytesIO(data)) as probe:
-            width, height = probe.size
-    except Image.DecompressionBombError as e:
-        raise ImageTooLarge(f"image is too large: {e}") from e
-    except Exception as e:  # PIL raises many kinds on garbage input, and names its BytesIO in the message
-        raise InvalidImage("not a picture qualia can read (PNG, JPEG, WEBP or GIF)") from e
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"image of {width}x{height} pixels is over the {max_pixels}-pixel limit")
-    validate_image(data)
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return im.convert("RGB")
-    except Exception as e:
-        raise InvalidImage(f"not a readable picture: {e}") from e
+    """Query bytes -> RGB picture, bounded as the picture policy says (``qualia.images``)."""
+    return images.decode(data, max_bytes, max_pixels)[0]
 
 
 def load_image_file(path: Path, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Image.Image:
     """The picture in file ``path`` for a query; NotFound / InvalidImage / ImageTooLarge with a plain reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise NotFound(f"no picture file {str(path)!r}" + (" (it is a folder)" if path.is_dir() else ""))
-    if path.stat().st_size > max_bytes:
-        raise ImageTooLarge(f"{path} is over the {max_bytes}-byte limit")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InvalidImage(f"cannot read {path}: {e.strerror or e}") from e
-    return decode_image(data, max_bytes=max_bytes)
+    return images.read(path, max_bytes, DEFAULT_MAX_IMAGE_PIXELS)
 
 
 class BackboneCache:
@@ -123,8 +85,15 @@ class ProfileSearcher:
         version: str | None = None,
         backbones: BackboneCache | None = None,
     ) -> ProfileSearcher:
-        """Index ``version`` of ``profile`` (None: the newest) with its encoder; NoIndex if there is none."""
-        return cls.from_folder(ws, profile, ws.index(profile, version), backbones=backbones)
+        """Index ``version`` of ``profile`` with its encoder; None: the newest usable one (an older
+        version stands in for a damaged newest, logged). NoIndex if there is none."""
+        if version is not None:
+            return cls.from_folder(ws, profile, ws.index(profile, version), backbones=backbones)
+        ws.require(profile, "index")
+        _, searcher = workspace.newest_usable(
+            ws.index_dir(profile), lambda folder: cls.from_folder(ws, profile, folder, backbones), f"index of {profile!r}"
+        )
+        return searcher
 
     @classmethod
     def from_folder(
@@ -134,9 +103,12 @@ class ProfileSearcher:
         folder: Path,
         backbones: BackboneCache | None = None,
     ) -> ProfileSearcher:
+        """The index in ``folder`` with the encoder that built it: CorruptArtifact when the index or its
+        adapter is damaged, IndexMismatch when they cannot be served here as they are."""
         from qualia.embed import Encoder
 
-        manifest = read_manifest(folder)
+        index = ProfileIndex.load(folder)  # files and checksums first: a damaged index costs no model load
+        manifest = index.manifest
         if not manifest.get("backbone"):
             raise IndexMismatch(f"index {folder.name} of {profile!r} does not record its backbone; rebuild it")
         try:
@@ -152,11 +124,10 @@ class ProfileSearcher:
         adapter_dir = None
         if manifest.get("adapter_version"):
             adapter_dir = cls._adapter_of(ws, profile, folder, manifest, built_with)
-        index = ProfileIndex.load(folder)
         try:
             encoder = Encoder.load(backbone, adapter_dir)
         except CorruptArtifact as e:
-            raise IndexMismatch(f"cannot load adapter {adapter_dir.name} of {profile!r}: {e}") from e
+            raise CorruptArtifact(f"adapter {adapter_dir.name} of {profile!r} is damaged: {e}") from e
         if encoder.dim != index.dim:
             raise IndexMismatch(f"encoder gives dim {encoder.dim}, index {folder.name} holds dim {index.dim}")
         log.info("loaded index %s of %s (adapter %s)", index.version, profile, manifest.get("adapter_version"))
@@ -180,7 +151,7 @@ class ProfileSearcher:
         try:
             adapter_weights = read_adapter_meta(adapter_dir).get("weights_sha256")
         except CorruptArtifact as e:
-            raise IndexMismatch(f"adapter {adapter_dir.name} of {profile!r} is unusable: {e}") from e
+            raise CorruptArtifact(f"adapter {adapter_dir.name} of {profile!r} is damaged: {e}") from e
         if built_with and adapter_weights != built_with:
             raise IndexMismatch(
                 f"adapter {adapter_dir.name} of {profile!r} was trained on other base weights than "

@@ -235,6 +235,7 @@ class _Material:
     val: list[Pair]
     pixels: torch.Tensor  # (n_images, 3, S, S) float16
     row_of_image: dict[str, int]
+    images_unreadable: int
     train_data: _Data
     val_data: _Data
 
@@ -250,6 +251,7 @@ class _Material:
             "artifacts_train": len({p.artifact_id for p in self.train}),
             "artifacts_val": len({p.artifact_id for p in self.val}),
             "images": len(self.pixels),
+            "images_unreadable": self.images_unreadable,
         }
 
 
@@ -273,20 +275,28 @@ def split_for_training(
     with Corpus.open(ws, profile, readonly=True) as corpus:
         pairs = corpus_pairs(corpus)
     train, val = split_pairs(pairs, settings.val_fraction, settings.seed)
-    if len(train) < MIN_TRAIN_PAIRS or len(val) < MIN_VAL_PAIRS:
-        raise NotEnoughData(
-            f"profile {profile!r} has too few text-image pairs to train on: {len(pairs)} pairs make "
-            f"{len(train)} for training and {len(val)} for validation (need at least {MIN_TRAIN_PAIRS} and "
-            f"{MIN_VAL_PAIRS}); crawl more (e.g. --depth 2) first"
-        )
+    _check_enough(train, val, len(pairs), f"profile {profile!r}")
     return pairs, train, val
 
 
+def _check_enough(train: list[Pair], val: list[Pair], n_pairs: int, where: str) -> None:
+    if len(train) < MIN_TRAIN_PAIRS or len(val) < MIN_VAL_PAIRS:
+        raise NotEnoughData(
+            f"{where}: too few text-image pairs to train on: {n_pairs} pairs make "
+            f"{len(train)} for training and {len(val)} for validation (need at least {MIN_TRAIN_PAIRS} and "
+            f"{MIN_VAL_PAIRS}); crawl more (e.g. --depth 2) first"
+        )
+
+
 def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone) -> _Material:
-    pixels = preprocess_images(train + val, backbone, torch.float16)
+    pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16)
+    if unreadable:
+        kept = set(readable)
+        train, val = [p for p in train if p in kept], [p for p in val if p in kept]
+        _check_enough(train, val, len(pairs), f"after skipping {len(unreadable)} unreadable pictures")
     row_of_image = {sha: i for i, sha in enumerate(unique_images(train + val))}
     material = _Material(
-        pairs, train, val, pixels, row_of_image,
+        pairs, train, val, pixels, row_of_image, len(unreadable),
         train_data=_build_data(train, backbone, row_of_image, pixels),
         val_data=_build_data(val, backbone, row_of_image, pixels),
     )

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from qualia.errors import InvalidProfileName, MissingStep, NoIndex, NotFound
+from qualia.errors import CorruptArtifact, InvalidProfileName, MissingStep, NoIndex, NotFound
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Version folders are UTC timestamps, so "newest" is also "sorts last".
@@ -130,6 +134,32 @@ class Workspace:
             what = f"profile {profile!r} has no {names[first]} yet"
         error = NoIndex if artifact == "index" else MissingStep
         raise error(f"{what}: run {chain}")
+
+
+def newest_usable(parent: Path, open_version: Callable[[Path], T], what: str) -> tuple[Path, T]:
+    """The newest version under ``parent`` that ``open_version`` accepts, and what it returned.
+
+    A version it refuses as damaged (``CorruptArtifact``: a cut file, an empty folder) is skipped and
+    logged, so a damaged newest version never hides the complete ones before it.
+    """
+    skipped: list[str] = []
+    newest_damage = ""
+    for version in reversed(versions(parent)):
+        try:
+            opened = open_version(parent / version)
+        except CorruptArtifact as e:
+            log.warning("%s %s is damaged, skipped: %s", what, version, e)
+            skipped.append(version)
+            newest_damage = newest_damage or str(e)
+            continue
+        if skipped:
+            log.warning("using %s %s: the newer %s damaged", what, version, ", ".join(skipped)
+                        + (" is" if len(skipped) == 1 else " are"))
+        return parent / version, opened
+    if skipped:
+        older = f" and {len(skipped) - 1} older" if len(skipped) > 1 else ""
+        raise CorruptArtifact(f"every {what} is damaged ({skipped[0]}{older}; {newest_damage}): build it again")
+    raise NotFound(f"no {what} yet")
 
 
 def _latest(parent: Path) -> Path | None:

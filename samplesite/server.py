@@ -91,6 +91,7 @@ class SampleSite:
                         "greenhouse window"]
         self.latency = 0.0
         self.requests: list[str] = []
+        self.user_agents: set[str] = set()
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._image_cache: dict[str, bytes] = {}
@@ -189,9 +190,10 @@ class SampleSite:
         with self._lock:
             self._faults.clear()
 
-    def _take_fault(self, path: str) -> _Fault | None:
+    def _take_fault(self, path: str, user_agent: str | None = None) -> _Fault | None:
         with self._lock:
             self.requests.append(path)
+            self.user_agents.add(user_agent or "")
             for fault in self._faults:
                 if fault.remaining > 0 and fault.pattern in path:
                     fault.remaining -= 1
@@ -316,7 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
         site = self.site
         if site.latency:
             time.sleep(site.latency)
-        fault = site._take_fault(self.path)
+        fault = site._take_fault(self.path, self.headers.get("User-Agent"))
         try:
             if fault and not fault.corrupt:
                 raise HTTPError(fault.status, f"injected failure {fault.status}")

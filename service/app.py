@@ -8,10 +8,13 @@ HTTP error plumbing.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -81,10 +84,45 @@ async def qualia_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status)
 
 
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: Any) -> Any:
+    """What an error may show of an input: a short excerpt of text, plain scalars as they are, and for
+    anything else only its kind (never the object's repr, never undecodable bytes)."""
+    if isinstance(value, bytes):
+        value = value[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        return value if len(value) <= EXCERPT_CHARS else value[:EXCERPT_CHARS] + "…"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf or nan: a request with 1e309 in it must not make a 500
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return f"<{type(value).__name__}>"
+
+
+async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422, with each error's input cut to an excerpt and its context reduced to plain values.
+
+    FastAPI's own handler encodes the raw input: a body that is not UTF-8 made it fail with a 500, and a
+    10 MB text came back whole.
+    """
+    errors = []
+    for error in exc.errors() if isinstance(exc, RequestValidationError) else []:
+        shown = {key: error[key] for key in ("type", "loc", "msg") if key in error}
+        if "input" in error:
+            shown["input"] = excerpt(error["input"])
+        context = {k: excerpt(v) for k, v in (error.get("ctx") or {}).items()}
+        if context:
+            shown["ctx"] = context
+        errors.append(shown)
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     ws = settings.workspace  # built once here, passed down (deps.WorkspaceDep)
-    resources = Resources(ws, settings.device)
+    resources = Resources(ws, settings.device, settings.max_concurrent_images)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -92,6 +130,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             await run_in_threadpool(resources.preload)
         log.info("qualia service ready (workspace %s)", ws.root)
         yield
+        resources.close()
 
     app = FastAPI(
         title="qualia",
@@ -104,6 +143,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.resources = resources
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(QualiaError, qualia_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(health.router)
     app.include_router(profiles.router)
     app.include_router(search.router)

@@ -7,10 +7,11 @@ Auth: with keys in the store (or ``require_keys``), every ``/v1`` request needs 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
 from qualia import workspace
 from qualia.corpus import Corpus
@@ -19,6 +20,26 @@ from qualia.workspace import Workspace
 from service.keys import KeyRing
 from service.resources import Resources
 from service.settings import ServiceSettings
+
+
+class ErrorDetail(BaseModel):
+    detail: str | list[dict[str, Any]]
+
+
+_ANSWERS = {
+    400: "the picture cannot be read, or the base64 is not base64",
+    401: "an API key is required and was missing, invalid or revoked",
+    404: "no such profile (or the key does not reach it), item, picture, index or report",
+    409: "the index or adapter cannot be served as it is (damaged, or built on weights not available here)",
+    413: "the body or the picture is over its size limit",
+    415: "the body is neither JSON nor multipart",
+    503: "the API key store cannot be read; requests are refused until it is repaired",
+}
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an endpoint can give, for its OpenAPI entry (all share ``{"detail": ...}``)."""
+    return {status: {"model": ErrorDetail, "description": _ANSWERS[status]} for status in statuses}
 
 
 def get_settings(request: Request) -> ServiceSettings:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 import sqlite3
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from qualia import workspace
-from qualia.errors import QualiaError
+from qualia.errors import QualiaError, Unavailable
+
+log = logging.getLogger(__name__)
 
 KEYS_FILE = "keys.sqlite"
 KEY_MARK = "qk_"
@@ -49,7 +52,10 @@ def _digest(key: str) -> bytes:
 
 @contextlib.contextmanager
 def _open(ws: workspace.Workspace, create: bool = False) -> Iterator[sqlite3.Connection | None]:
-    """A connection to the key store; ``None`` when it does not exist and ``create`` is off (readers never create it)."""
+    """A connection to the key store; ``None`` when it does not exist and ``create`` is off (readers never create it).
+
+    A store SQLite cannot read (damaged, emptied, not a database) is ``Unavailable``, never a guess.
+    """
     path = keys_path(ws)
     if not create and not path.exists():
         yield None
@@ -65,6 +71,9 @@ def _open(ws: workspace.Workspace, create: bool = False) -> Iterator[sqlite3.Con
             with contextlib.suppress(OSError):
                 os.chmod(path, 0o600)
         yield db
+    except sqlite3.DatabaseError as e:
+        raise Unavailable(f"the API key store ({KEYS_FILE}) cannot be read: {str(e)[:200]}; "
+                          "requests are refused until an operator repairs or replaces it") from e
     finally:
         db.close()
 
@@ -105,11 +114,6 @@ def _load(db: sqlite3.Connection | None) -> dict[str, tuple[bytes, str]]:
         "SELECT prefix, sha256, profile FROM api_keys")}
 
 
-def any_keys(ws: workspace.Workspace) -> bool:
-    with _open(ws) as db:
-        return db is not None and db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
-
-
 def list_keys(ws: workspace.Workspace) -> list[dict[str, str]]:
     """Keys as ``{"prefix", "profile", "created_at"}``, oldest first; never the keys themselves."""
     with _open(ws) as db:
@@ -141,6 +145,7 @@ class KeyRing:
         self._ws = ws
         self._signature: tuple | None = None
         self._rows: dict[str, tuple[bytes, str]] = {}
+        self._damage: Unavailable | None = None  # why the store at ``_signature`` cannot be read
         self._lock = threading.Lock()
 
     def _stat(self) -> tuple:
@@ -154,13 +159,20 @@ class KeyRing:
         return tuple(out)
 
     def _current(self) -> dict[str, tuple[bytes, str]]:
+        """The keys as stored now; Unavailable while the store cannot be read (fail closed, logged once)."""
         signature = self._stat()
         if signature != self._signature:
             with self._lock:
                 if signature != self._signature:
-                    with _open(self._ws) as db:
-                        self._rows = _load(db)
+                    try:
+                        with _open(self._ws) as db:
+                            self._rows, self._damage = _load(db), None
+                    except Unavailable as e:
+                        self._rows, self._damage = {}, e
+                        log.error("%s (%s); every /v1 request answers 503", e, self.path)
                     self._signature = signature
+        if self._damage is not None:
+            raise Unavailable(str(self._damage))
         return self._rows
 
     def configured(self) -> bool:

@@ -1,80 +1,91 @@
 """Heavy, shared state of a running service: one backbone per (name, weights), one searcher per profile.
 
-A profile's searcher is keyed by its newest complete index version: an index built after startup is
-picked up on the next request, and the old version is dropped from memory.
+A profile's searcher is keyed by its newest index version on disk: an index built after startup is
+picked up on the next request, and the old version is dropped from memory. A damaged newest version is
+passed over for the newest usable one (``workspace.newest_usable``), which answers until a newer arrives.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 from qualia.errors import NoIndex
 from qualia.index import ProfileIndex, read_manifest
 from qualia.search import BackboneCache, ProfileSearcher
-from qualia.workspace import Workspace
+from qualia.workspace import Workspace, newest_usable
 
 
 log = logging.getLogger(__name__)
 
 
 class Resources:
-    def __init__(self, ws: Workspace, device: str = "cpu"):
+    def __init__(self, ws: Workspace, device: str = "cpu", concurrent_images: int = 2):
         self.ws = ws
         self.backbones = BackboneCache(device)
-        self._searchers: dict[str, ProfileSearcher] = {}
-        self._indexes: dict[str, ProfileIndex] = {}
+        # Decoding and embedding a query picture costs memory in proportion to its pixels: a few at a time,
+        # on threads of their own (the allocator keeps an arena per thread: pictures decoded across the
+        # whole request pool would each leave one grown to a picture's size).
+        self.picture_pool = ThreadPoolExecutor(max_workers=concurrent_images, thread_name_prefix="picture")
+        # profile -> (its newest version on disk when loaded, what was loaded: that one or an older usable one)
+        self._searchers: dict[str, tuple[str, ProfileSearcher]] = {}
+        self._indexes: dict[str, tuple[str, ProfileIndex]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def close(self) -> None:
+        self.picture_pool.shutdown(wait=False, cancel_futures=True)
 
     def _lock(self, profile: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(profile, threading.Lock())
 
-    def latest_index_folder(self, profile: str) -> Path:
+    def newest_version(self, profile: str) -> str:
+        """The name of the profile's newest index version on disk (the cache key: a new one means reload)."""
         folder = self.ws.latest_index(profile)
         if folder is None:
             raise NoIndex(f"profile {profile!r} has no index yet")
-        return folder
+        return folder.name
 
     def preload(self) -> None:
-        """Load the backbone of every profile's newest index, so the first query is fast."""
+        """Load the backbone of every profile's newest usable index, so the first query is fast."""
         for profile in self.ws.list_profiles():
-            folder = self.ws.latest_index(profile)
-            if folder is None:
+            if self.ws.latest_index(profile) is None:
                 continue
             try:
-                manifest = read_manifest(folder)
+                _, manifest = newest_usable(self.ws.index_dir(profile), read_manifest, f"index of {profile!r}")
                 self.backbones.get(manifest["backbone"], manifest.get("pretrained"))
             except Exception as e:  # one broken profile must not stop the service
-                log.warning("could not preload the backbone of %s index %s: %s", profile, folder.name, e)
+                log.warning("could not preload the backbone of %s's index: %s", profile, e)
 
     def index(self, profile: str) -> ProfileIndex:
-        """The profile's newest index (rows and vectors, no encoder)."""
-        folder = self.latest_index_folder(profile)
-        searcher = self._searchers.get(profile)
-        if searcher is not None and searcher.index_version == folder.name:
-            return searcher.index
-        cached = self._indexes.get(profile)
-        if cached is not None and cached.version == folder.name:
-            return cached
+        """The profile's newest usable index (rows and vectors, no encoder)."""
+        newest = self.newest_version(profile)
+        cached = self._searchers.get(profile)
+        if cached is not None and cached[0] == newest:
+            return cached[1].index
+        known = self._indexes.get(profile)
+        if known is not None and known[0] == newest:
+            return known[1]
         with self._lock(profile):
-            cached = self._indexes.get(profile)
-            if cached is None or cached.version != folder.name:
-                cached = self._indexes[profile] = ProfileIndex.load(folder)
-            return cached
+            known = self._indexes.get(profile)
+            if known is None or known[0] != newest:
+                _, index = newest_usable(self.ws.index_dir(profile), ProfileIndex.load, f"index of {profile!r}")
+                known = self._indexes[profile] = (newest, index)
+            return known[1]
 
     def searcher(self, profile: str) -> ProfileSearcher:
-        """The profile's newest index with the encoder it was built with."""
-        folder = self.latest_index_folder(profile)
+        """The profile's newest usable index with the encoder it was built with. Kept until a newer
+        version appears, so a damaged newest version is passed over once, not at every request."""
+        newest = self.newest_version(profile)
         cached = self._searchers.get(profile)
-        if cached is not None and cached.index_version == folder.name:
-            return cached
+        if cached is not None and cached[0] == newest:
+            return cached[1]
         with self._lock(profile):
             cached = self._searchers.get(profile)
-            if cached is None or cached.index_version != folder.name:
-                cached = ProfileSearcher.from_folder(self.ws, profile, folder, backbones=self.backbones)
+            if cached is None or cached[0] != newest:
+                cached = (newest, ProfileSearcher.load(self.ws, profile, backbones=self.backbones))
                 self._searchers[profile] = cached
                 self._indexes.pop(profile, None)
-            return cached
+            return cached[1]

@@ -17,6 +17,9 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="larger request bodies get 413")
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="larger query images get 413")
     max_image_pixels: int = Field(25_000_000, ge=1, description="query images with more pixels get 413")
+    max_concurrent_images: int = Field(
+        2, ge=1, description="query pictures decoded and embedded at once; more wait (bounds the memory they take)"
+    )
     default_k: int = Field(10, ge=1, le=100)
     device: str = "cpu"
     preload: bool = Field(True, description="load the backbones of existing indexes at startup")

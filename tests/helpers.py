@@ -6,12 +6,14 @@ index, service and auth tests build their index from.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +38,35 @@ def run_qualia(*args: str, env: dict[str, str] | None = None, timeout: float = 6
         [sys.executable, "-m", "qualia.cli", *args],
         capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def served(env: dict[str, str], timeout: float = 90) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``qualia serve`` on a free loopback port in a process of its own: (base URL, the process), once healthy."""
+    import httpx
+    import pytest
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "qualia.cli", "serve", "--port", str(port)],
+                            env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"qualia serve exited: {proc.stderr.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"qualia serve did not come up within {timeout:.0f} s")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def open_corpus(ws: Workspace | Path, profile: str) -> Corpus:

@@ -167,6 +167,9 @@ def test_degree_three_is_never_fetched(site: SampleSite, full: dict[str, Any]) -
     assert not any(f"/pub/{facts['degree3_subdomain']}/" in r for r in asked)
     assert not any(p in r for r in asked for p in facts["degree3_pin_ids"])
     assert not any("/pinvideo/" in r for r in asked)  # video pins: the still, never the video
+    # the crawler says who it is, everywhere it goes
+    assert len(site.user_agents) == 1 and next(iter(site.user_agents)).startswith("qualia/")
+    assert "+https://" in next(iter(site.user_agents))
 
 
 @pytest.mark.slow

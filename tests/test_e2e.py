@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +11,7 @@ import httpx
 import pytest
 
 from samplesite import SampleSite
-from tests.helpers import ROOT, free_port, open_corpus, run_qualia
+from tests.helpers import open_corpus, run_qualia, served
 
 pytestmark = pytest.mark.slow
 PROFILE = "e2e"
@@ -41,26 +37,8 @@ def flow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def server(flow: dict[str, Any]) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qualia.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**os.environ, "HF_HUB_OFFLINE": "1", **flow["env"]}, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"qualia serve exited: {proc.stderr.read()}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        pytest.fail("qualia serve did not come up within 60 s")
-    yield base
-    proc.terminate()
-    proc.wait(timeout=20)
+    with served(flow["env"]) as (base, _):
+        yield base
 
 
 def test_corpus_counts_are_what_the_site_implies(flow: dict[str, Any]) -> None:

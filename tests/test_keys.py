@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from pathlib import Path
 
 import pytest
 
@@ -34,9 +33,9 @@ def test_only_the_hash_is_stored(ws: Workspace) -> None:
 def test_verify_wrong_and_malformed_keys(ws: Workspace) -> None:
     assert keys.KeyRing(ws).profile_of("qk_anything-at-all-long-enough") is None  # no store at all
     assert not keys.keys_path(ws).exists()  # and asking did not create one
-    assert not keys.any_keys(ws)
+    assert not keys.KeyRing(ws).configured()
     alice, bob = keys.create_key(ws, "alice"), keys.create_key(ws, "bob")
-    assert keys.any_keys(ws)
+    assert keys.KeyRing(ws).configured()
     assert keys.KeyRing(ws).profile_of(alice) == "alice" and keys.KeyRing(ws).profile_of(bob) == "bob"
     tampered = alice[:-1] + ("A" if alice[-1] != "A" else "B")  # right prefix, wrong secret
     for bad in (tampered, alice + "x", alice[: keys.PREFIX_LEN], "", "qk_", bob.upper(), alice[3:]):

@@ -118,3 +118,27 @@ def test_metadata_without_an_identity_is_refused(tiny, tmp_path):
     model = attach_lora(tiny, LoraSettings())
     with pytest.raises(InvalidArgument, match="adapter_identity"):
         save_adapter(model, tmp_path / "a", {"note": "no backbone named"})
+
+
+def test_a_damaged_newest_adapter_gives_way_to_the_newest_complete_one(tiny, tmp_path):
+    from qualia.errors import CorruptArtifact
+    from qualia.lora import usable_adapter
+    from qualia.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    settings = LoraSettings(rank=2)
+    model = attach_lora(tiny, settings)
+    older, newer, empty = (ws.adapters_dir("mara") / v for v in
+                           ("20260101T000000000000Z", "20260102T000000000000Z", "20260103T000000000000Z"))
+    for folder in (older, newer):
+        save_adapter(model, folder, adapter_identity(tiny, settings))
+    ws.corpus_path("mara").touch()
+    (newer / "adapter_model.safetensors").unlink()
+    empty.mkdir()
+    folder, meta = usable_adapter(ws, "mara")
+    assert folder == older and meta["lora"]["rank"] == 2
+    with pytest.raises(CorruptArtifact, match="incomplete"):
+        usable_adapter(ws, "mara", newer.name)  # asked for by name: no stand-in
+    (older / "qualia.json").write_text("{cut")
+    with pytest.raises(CorruptArtifact, match="every adapter"):
+        usable_adapter(ws, "mara")

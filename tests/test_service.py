@@ -304,3 +304,69 @@ def test_profile_with_adapter_is_served_with_that_adapter(client: TestClient, ho
     shutil.copytree(ws.latest_index(profile), ws.index_dir(profile) / newer)
     r = client.post(f"/v1/profiles/{profile}/search", json=query)
     assert r.status_code == 409 and "base weights" in r.json()["detail"]
+
+
+def test_bad_bytes_never_get_a_5xx_and_errors_show_only_an_excerpt(client: TestClient) -> None:
+    search = f"/v1/profiles/{PROFILE}/search"
+    not_utf8 = client.post(search, content=b'{"text": "\xff\xfe"}', headers={"content-type": "application/json"})
+    assert not_utf8.status_code == 422 and not_utf8.json()["detail"][0]["type"] == "json_invalid"
+    long = client.post(search, json={"text": "tide " * 2000})  # 10,000 characters, under the body limit
+    assert long.status_code == 422 and len(long.text) < 600 and long.json()["detail"][0]["input"].endswith("…")
+    for k in (True, "5", 2.5):
+        r = client.post(search, json={"text": "shell", "k": k})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "k"], k
+    assert client.post(search, files={"text": (None, "shell"), "k": (None, "3")}).json()["results"].__len__() == 3
+    for body in (b"[1,2", b"\x00" * 100, b'{"text": "shell", "k": 1e309}'):
+        r = client.post(search, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and " at 0x" not in r.text, body
+
+
+def test_a_damaged_key_store_fails_closed_with_503_and_logs_once(home: Path, tmp_path: Path, caplog) -> None:
+    damaged = tmp_path / "home"
+    shutil.copytree(Workspace(home).profile_dir(PROFILE), Workspace(damaged).profile_dir(PROFILE))
+    (damaged / "keys.sqlite").write_bytes(b"not a database" * 100)
+    with TestClient(create_app(ServiceSettings(home=damaged, preload=False))) as c, caplog.at_level("ERROR"):
+        for path in ("/v1/profiles", f"/v1/profiles/{PROFILE}/report", "/v1/profiles/nobody/report"):
+            r = c.get(path)
+            assert r.status_code == 503 and "keys.sqlite" in r.json()["detail"], path
+        assert c.post(f"/v1/profiles/{PROFILE}/search", json={"text": "shell"}).status_code == 503
+        assert c.get("/healthz").status_code == 200
+        (damaged / "keys.sqlite").write_bytes(b"")  # emptied: still not a key store
+        assert c.get("/v1/profiles").status_code == 503
+    logged = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(logged) == 2  # once per state of the file, not once per request
+
+
+def test_openapi_lists_the_error_answers(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    search = paths["/v1/profiles/{profile}/search"]["post"]["responses"]
+    assert {"400", "401", "404", "409", "413", "503"} <= search.keys()
+    assert {"401", "404"} <= paths["/v1/profiles/{profile}/images/{image_id}"]["get"]["responses"].keys()
+    assert "401" in paths["/v1/profiles"]["get"]["responses"]
+
+
+def test_a_damaged_newest_index_gives_way_to_the_newest_usable_one(client: TestClient, home: Path, caplog) -> None:
+    profile = "fallback"
+    copy_profile(home, profile)
+    indexes = Workspace(home).index_dir(profile)
+    good = Workspace(home).latest_index(profile).name
+    cut = workspace.new_version()
+    shutil.copytree(indexes / good, indexes / cut)
+    (indexes / cut / "index.faiss").write_bytes((indexes / cut / "index.faiss").read_bytes()[:100])
+    with caplog.at_level("WARNING"):
+        r = client.post(f"/v1/profiles/{profile}/search", json={"text": "shell", "k": 2})
+        assert r.status_code == 200 and r.json()["index"] == good
+        assert client.post(f"/v1/profiles/{profile}/search", json={"text": "tide"}).json()["index"] == good
+    damaged_logged = [rec for rec in caplog.records if cut in rec.getMessage() and "damaged" in rec.getMessage()]
+    assert len(damaged_logged) == 2  # "damaged, skipped" and "using ... the newer ... is damaged", once
+    empty = workspace.new_version()
+    (indexes / empty).mkdir()  # an empty version folder, newest of all
+    assert client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"}).json()["index"] == good
+    listed = {p["name"]: p["index"] for p in client.get("/v1/profiles").json()["profiles"]}
+    assert listed[profile] == good
+    assert client.get(f"/v1/profiles/{profile}/items/{r.json()['results'][0]['id']}").status_code == 200
+    shutil.rmtree(indexes / good)  # the copy in memory still answers until a newer version appears ...
+    assert client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"}).json()["index"] == good
+    (indexes / workspace.new_version()).mkdir()  # ... and then nothing usable is left: a 409 that says so
+    r = client.post(f"/v1/profiles/{profile}/search", json={"text": "shell"})
+    assert r.status_code == 409 and "every index" in r.json()["detail"]

@@ -142,9 +142,9 @@ def _is_loopback(host: str) -> bool:
 
 def _may_bind(ws: Workspace, host: str) -> bool:
     """Loopback always; any other address only once an API key exists, so the world never gets an open server."""
-    from service.keys import any_keys
+    from service.keys import KeyRing
 
-    return _is_loopback(host) or any_keys(ws)
+    return _is_loopback(host) or KeyRing(ws).configured()
 
 
 def _listen(host: str, port: int) -> socket.socket:

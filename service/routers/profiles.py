@@ -11,39 +11,39 @@ from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
 from qualia import workspace
-from qualia.errors import CorruptIndex, NotFound
-from qualia.index import read_manifest
+from qualia.errors import CorruptArtifact, NotFound
 
-from service.deps import ProfileDep, ResourcesDep, ScopeDep, WorkspaceDep, key_scope, open_corpus
+from service.deps import ProfileDep, ResourcesDep, ScopeDep, WorkspaceDep, answers, key_scope, open_corpus
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/profiles", tags=["profiles"], dependencies=[Depends(key_scope)])
+router = APIRouter(prefix="/v1/profiles", tags=["profiles"], dependencies=[Depends(key_scope)],
+                   responses=answers(401, 503))
 
 IMAGE_ID = re.compile(r"(?:img-)?([0-9a-f]{64})")
 MEDIA_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
 @router.get("")
-def list_profiles(ws: WorkspaceDep, scope: ScopeDep) -> dict[str, Any]:
+def list_profiles(ws: WorkspaceDep, scope: ScopeDep, resources: ResourcesDep) -> dict[str, Any]:
     """Profiles with a built index: their adapter and index versions and index counts (a key sees only its own)."""
     profiles = []
     for name in ws.list_profiles():
         if scope is not None and name != scope:
             continue
-        folder = ws.latest_index(name)
-        if folder is None:
+        if ws.latest_index(name) is None:
             continue
         try:
-            manifest = read_manifest(folder)
-        except CorruptIndex as e:
+            index = resources.index(name)  # the version search answers from (a damaged newest is passed over)
+        except CorruptArtifact as e:
             log.warning("skipping profile %s: %s", name, e)
             continue
+        manifest = index.manifest
         profiles.append(
             {
                 "name": name,
                 "adapter": manifest.get("adapter_version"),
-                "index": folder.name,
+                "index": index.version,
                 "backbone": manifest.get("backbone"),
                 "counts": {"total": manifest["count"], **manifest.get("count_by_modality", {})},
             }
@@ -51,7 +51,7 @@ def list_profiles(ws: WorkspaceDep, scope: ScopeDep) -> dict[str, Any]:
     return {"profiles": profiles}
 
 
-@router.get("/{profile}/items/{item_id}")
+@router.get("/{profile}/items/{item_id}", responses=answers(404, 409))
 def get_item(profile: ProfileDep, item_id: str, ws: WorkspaceDep, resources: ResourcesDep) -> dict[str, Any]:
     """A corpus item (``substack:post:123``), or an index row (``img-<sha256>``, ``txt-...``) with its item."""
     with open_corpus(ws, profile) as corpus:
@@ -69,7 +69,7 @@ def get_item(profile: ProfileDep, item_id: str, ws: WorkspaceDep, resources: Res
 @router.get(
     "/{profile}/images/{image_id}",
     response_class=FileResponse,
-    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}},
+    responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}, **answers(404)},
 )
 def get_image(profile: ProfileDep, image_id: str, ws: WorkspaceDep) -> FileResponse:
     """A picture's bytes, by ``img-<sha256>`` (or the bare hash), or the first picture of an item id."""
@@ -98,16 +98,15 @@ def get_image(profile: ProfileDep, image_id: str, ws: WorkspaceDep) -> FileRespo
     )
 
 
-@router.get("/{profile}/report")
-def get_report(profile: ProfileDep, ws: WorkspaceDep) -> dict[str, Any]:
+@router.get("/{profile}/report", responses=answers(404, 409))
+def get_report(profile: ProfileDep, ws: WorkspaceDep, resources: ResourcesDep) -> dict[str, Any]:
     """The evaluation (metrics.json) of the adapter the profile's index was built with, else of its newest adapter."""
     adapters = ws.adapters_dir(profile)
     version = None
-    folder = ws.latest_index(profile)
-    if folder is not None:
+    if ws.latest_index(profile) is not None:
         try:
-            version = read_manifest(folder).get("adapter_version")
-        except CorruptIndex as e:
+            version = resources.index(profile).manifest.get("adapter_version")
+        except CorruptArtifact as e:
             log.warning("report of %s: %s", profile, e)
     version = version or workspace.latest_version(adapters)
     if version is None:

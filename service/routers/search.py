@@ -16,14 +16,16 @@ from starlette.datastructures import FormData, UploadFile
 from qualia.search import decode_image
 from qualia.text import MAX_QUERY_CHARS
 
-from service.deps import ProfileDep, ResourcesDep, SettingsDep, key_scope
+from service.deps import ProfileDep, ResourcesDep, SettingsDep, answers, key_scope
 
-router = APIRouter(prefix="/v1/profiles", tags=["search"], dependencies=[Depends(key_scope)])
+router = APIRouter(prefix="/v1/profiles", tags=["search"], dependencies=[Depends(key_scope)],
+                   responses=answers(401, 503))
 
 class SearchOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    k: int | None = Field(None, ge=1, le=100, description="how many results (default 10)")
+    # strict: true and "5" are not numbers of results (a form's fields are converted in _parse_form)
+    k: int | None = Field(None, ge=1, le=100, strict=True, description="how many results (default 10)")
     modality: Literal["image", "text", "any"] = "any"
 
 
@@ -75,7 +77,9 @@ def _decode_base64(value: str, settings) -> bytes:
 
 async def _parse_form(form: FormData, settings) -> tuple[SearchOptions, str | None, bytes | None]:
     upload = form.get("image")
-    fields = {name: value for name, value in form.multi_items() if name not in ("image", "text")}
+    fields: dict[str, Any] = {name: value for name, value in form.multi_items() if name not in ("image", "text")}
+    if isinstance(fields.get("k"), str) and fields["k"].isascii() and fields["k"].isdigit():
+        fields["k"] = int(fields["k"])  # a form field is text; in JSON, k must be a number
     try:
         options = SearchOptions.model_validate(fields)
     except ValidationError as e:
@@ -131,7 +135,8 @@ _REQUEST_BODY = {
 }
 
 
-@router.post("/{profile}/search", response_model=SearchResponse, openapi_extra={"requestBody": _REQUEST_BODY})
+@router.post("/{profile}/search", response_model=SearchResponse, openapi_extra={"requestBody": _REQUEST_BODY},
+             responses=answers(400, 404, 409, 413, 415))
 async def search(request: Request, profile: ProfileDep, settings: SettingsDep, resources: ResourcesDep) -> Any:
     """Nearest pictures and texts of the profile's index to a text or a picture."""
     options, text, image_bytes = await _parse(request, settings)
@@ -142,8 +147,12 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
         started = time.perf_counter()
         searcher = resources.searcher(profile)
         if image_bytes is not None:
-            image = decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
-            results = searcher.search_image(image, k=k, modality=options.modality)
+
+            def by_picture() -> list[dict[str, Any]]:
+                image = decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
+                return searcher.search_image(image, k=k, modality=options.modality)
+
+            results = resources.picture_pool.submit(by_picture).result()
         else:
             results = searcher.search_text(text, k=k, modality=options.modality)
         return {
