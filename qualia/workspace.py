@@ -13,7 +13,9 @@ import logging
 import os
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -29,6 +31,10 @@ PROFILE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # Version folders are UTC timestamps, so "newest" is also "sorts last".
 VERSION_NAME = re.compile(r"\d{8}T\d{6}(\d{6})?Z")
 DEFAULT_ROOT = Path("~/.qualia")
+# A temporary of an atomic write: ".<name>+<host>+<pid>+<random>.tmp", so a later write can tell a dead
+# writer's debris from a write in progress.
+TEMPORARY_NAME = re.compile(r"^\.(?P<name>.+?)\+(?P<host>[^+]*)\+(?P<pid>\d+)\+[^/]*\.tmp$")
+DEBRIS_AGE_S = 24 * 3600  # any temporary this old is debris, whoever wrote it
 
 # The artifacts of a profile in the order the commands make them, with the command that makes each.
 STEPS = (
@@ -196,6 +202,50 @@ def resolve_version(parent: Path, version: str | None, what: str = "version") ->
     return parent / version
 
 
+def _temporary_prefix(name: str) -> str:
+    return f".{name}+{socket.gethostname()}+{os.getpid()}+"
+
+
+def _writer_gone(path: Path, now: float) -> bool:
+    try:
+        age = now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    if age > DEBRIS_AGE_S:
+        return True
+    match = TEMPORARY_NAME.match(path.name)
+    if match is None or match["host"] != socket.gethostname():
+        return False  # another host's write (a shared workspace), or a name that does not say
+    try:
+        os.kill(int(match["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def debris(parent: Path) -> list[Path]:
+    """Temporaries of interrupted atomic writes directly under ``parent`` whose writer is gone."""
+    if not parent.is_dir():
+        return []
+    now = time.time()
+    return sorted(p for p in parent.iterdir()
+                  if p.name.startswith(".") and p.name.endswith(".tmp") and _writer_gone(p, now))
+
+
+def remove_debris(parent: Path) -> list[Path]:
+    """Remove ``debris(parent)``; what was removed."""
+    gone = debris(parent)
+    for path in gone:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        log.info("removed %s, left by an interrupted write", path)
+    return gone
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
@@ -207,7 +257,7 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path.name), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -233,7 +283,8 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     debris that no reader picks up.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    remove_debris(final.parent)  # what a killed write of an earlier version left behind
+    tmp = Path(tempfile.mkdtemp(prefix=_temporary_prefix(final.name), suffix=".tmp", dir=final.parent))
     try:
         yield tmp
         for f in tmp.rglob("*"):

@@ -205,3 +205,6 @@ def test_killed_mid_write_leaves_no_visible_version(built: dict[str, Any]) -> No
     assert debris and all(p.name.startswith(".") for p in debris)  # it did get as far as writing
     assert ws.latest_index(profile) is None
     assert workspace.versions(ws.index_dir(profile)) == []
+    # the next write clears what the killed one left (its writer is gone)
+    rebuilt = build_index(ws, profile, built["encoder"], None)
+    assert [p.name for p in ws.index_dir(profile).iterdir()] == [rebuilt.name]

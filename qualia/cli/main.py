@@ -26,7 +26,8 @@ from crawler.options import add_crawl_arguments
 from qualia import __version__
 from qualia.cli.format import emit, format_counts, format_eval, format_results
 from qualia.config import TrainSettings
-from qualia.errors import NotFound, QualiaError, Unavailable
+from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
+from qualia.housekeeping import DEFAULT_KEEP
 from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger("qualia")
@@ -83,9 +84,38 @@ def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     from qualia.train import train_profile
 
     folder = train_profile(ws, args.profile, settings, progress=_progress())
+    _prune(ws, args.profile)
     # training already measured the held-out pairs; `qualia eval` measures again from the files
     report = json.loads((folder / "metrics.json").read_text())
     emit({"adapter_version": folder.name, **report}, args.json, f"adapter {folder.name}\n{format_eval(report)}")
+    return 0
+
+
+def _prune(ws: Workspace, profile: str) -> None:
+    """After a new version: keep the newest QUALIA_KEEP_VERSIONS (default 3) and what they need."""
+    from qualia.housekeeping import collect
+
+    freed = collect(ws, profile, _keep_versions())
+    if freed["removed"]:
+        log.info("pruned %d old versions and leftovers of %s (%d bytes)", len(freed["removed"]), profile,
+                 freed["freed_bytes"])
+
+
+def _keep_versions() -> int:
+    value = os.environ.get("QUALIA_KEEP_VERSIONS", "")
+    if not value:
+        return DEFAULT_KEEP
+    if not value.isdigit() or int(value) < 1:
+        raise InvalidArgument(f"QUALIA_KEEP_VERSIONS must be a whole number of at least 1, not {value[:20]!r}")
+    return int(value)
+
+
+def cmd_gc(ws: Workspace, args: argparse.Namespace) -> int:
+    from qualia.housekeeping import collect
+
+    report = collect(ws, args.profile, args.keep)
+    human = "\n".join(f"removed {r['path']}  ({r['why']}, {r['bytes']} bytes)" for r in report["removed"])
+    emit(report, args.json, (human + "\n" if human else "") + f"freed {report['freed_bytes']} bytes")
     return 0
 
 
@@ -105,6 +135,7 @@ def cmd_index(ws: Workspace, args: argparse.Namespace) -> int:
     from qualia.index import index_profile
 
     folder = index_profile(ws, args.profile, args.adapter, progress=_progress())
+    _prune(ws, args.profile)
     manifest = json.loads((folder / "manifest.json").read_text())
     emit(manifest, args.json, f"index {folder.name}: {manifest['count']} vectors of dim {manifest['dim']}")
     return 0
@@ -281,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command(sub, "index", cmd_index, "embed the corpus with backbone + adapter into a FAISS index")
     sp.add_argument("--adapter", default=None, metavar="VER", help="adapter version (default: the newest)")
+
+    sp = command(sub, "gc", cmd_gc, "remove leftovers of interrupted writes and versions nothing needs")
+    sp.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
+                    help="adapter and index versions to keep, newest first (and whatever they reference)")
 
     sp = command(sub, "search", cmd_search, "search the profile's index from the shell")
     sp.add_argument("text", nargs="?", metavar="TEXT", help="words to search with (or give --image)")
