@@ -1,0 +1,90 @@
+"""``kill -9`` at any moment of training, then a rerun: the same adapter as an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from qualia import workspace
+from qualia.workspace import Workspace
+from tests.helpers import ROOT
+from tests.test_train_eval import build_synthetic_corpus
+
+pytestmark = pytest.mark.slow
+TRAIN = ["train", "kill", "--backbone", "qualia-tiny", "--epochs", "6"]
+
+
+def train(home: Path, kill_after: float | None = None) -> int:
+    env = {**os.environ, "QUALIA_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "qualia.cli", *TRAIN], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if kill_after is None:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        return 0
+    time.sleep(kill_after)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    return proc.returncode
+
+
+def weights(ws: Workspace) -> dict:
+    folder = ws.latest_adapter("kill")
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_training_killed_at_several_moments_ends_with_the_uninterrupted_adapter(tmp_path: Path) -> None:
+    reference, killed = Workspace(tmp_path / "reference"), Workspace(tmp_path / "killed")
+    for ws in (reference, killed):
+        build_synthetic_corpus(ws, "kill", n_pins=300, n_posts=0)
+    train(reference.root)
+
+    kills = 0
+    for moment in (4.0, 4.0, 8.0):  # while loading or caching, then in the epochs, whatever this machine's pace
+        if train(killed.root, kill_after=moment) == -signal.SIGKILL:
+            kills += 1
+            checkpoint = killed.adapters_dir("kill") / ".checkpoint" / "state.pt"
+            print(f"killed after {moment} s; checkpoint on disk: {checkpoint.is_file()}")
+        if workspace.versions(killed.adapters_dir("kill")):
+            break  # it finished before the kill came: nothing left to interrupt
+    assert kills >= 1
+    if not workspace.versions(killed.adapters_dir("kill")):
+        train(killed.root)  # resumes from the last checkpoint, or starts over if none was written
+
+    assert len(workspace.versions(killed.adapters_dir("kill"))) == 1
+    assert not (killed.adapters_dir("kill") / ".checkpoint").exists()
+    assert [p.name for p in killed.adapters_dir("kill").iterdir() if p.name.startswith(".")] == []
+    expected, got = weights(reference), weights(killed)
+    assert expected.keys() == got.keys()
+    worst = max(float(abs(expected[k] - got[k]).max()) for k in expected)
+    assert worst < 1e-4, worst
+
+
+def test_crawl_killed_at_several_moments_ends_equal_to_an_uninterrupted_one(tmp_path: Path) -> None:
+    from samplesite import SampleSite
+    from tests.test_crawler import counts, run_crawl
+
+    with SampleSite() as site:
+        site.latency = 0.1
+        env = {**os.environ, "QUALIA_HOME": str(tmp_path), **site.env()}
+        args = [sys.executable, "-m", "crawler", "killed", "--substack", site.substack_handle, "--pinterest",
+                site.pinterest_username, "--depth", "1", "--delay", "0"]
+        kills = 0
+        for moment in (2.0, 2.5, 3.0):  # each run resumes the one killed before it
+            proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(moment)
+            os.kill(proc.pid, signal.SIGKILL)
+            if proc.wait(timeout=60) != -signal.SIGKILL:
+                break  # it finished first
+            kills += 1
+        site.latency = 0.0
+        assert kills >= 2
+        run_crawl(site, tmp_path, "killed", depth=1)
+        assert counts(tmp_path, "killed") == site.expected_counts(1)
