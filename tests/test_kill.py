@@ -88,3 +88,43 @@ def test_crawl_killed_at_several_moments_ends_equal_to_an_uninterrupted_one(tmp_
         assert kills >= 2
         run_crawl(site, tmp_path, "killed", depth=1)
         assert counts(tmp_path, "killed") == site.expected_counts(1)
+
+
+BUILD_INDEX = """
+import sys
+from pathlib import Path
+from qualia.backbone import load_backbone
+from qualia.embed import Encoder
+from qualia.index import build_index
+from qualia.workspace import Workspace
+build_index(Workspace(Path(sys.argv[1])), "kill", Encoder.load(load_backbone("qualia-tiny")), None)
+"""
+
+
+def test_index_build_killed_at_several_moments_ends_equal_to_an_uninterrupted_one(tmp_path: Path) -> None:
+    import faiss
+    import numpy as np
+
+    from qualia.index import ProfileIndex
+
+    reference, killed = Workspace(tmp_path / "reference"), Workspace(tmp_path / "killed")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for ws in (reference, killed):
+        build_synthetic_corpus(ws, "kill", n_pins=300, n_posts=0)
+    subprocess.run([sys.executable, "-c", BUILD_INDEX, str(reference.root)], env=env, cwd=ROOT, check=True)
+    kills = 0
+    for moment in (3.0, 4.0, 5.0):
+        proc = subprocess.Popen([sys.executable, "-c", BUILD_INDEX, str(killed.root)], env=env, cwd=ROOT)
+        time.sleep(moment)
+        os.kill(proc.pid, signal.SIGKILL)
+        kills += proc.wait(timeout=60) == -signal.SIGKILL
+        assert all(ProfileIndex.load(killed.index_dir("kill") / v) for v in workspace.versions(killed.index_dir("kill")))
+    assert kills >= 1
+    subprocess.run([sys.executable, "-c", BUILD_INDEX, str(killed.root)], env=env, cwd=ROOT, check=True)
+    assert [p.name for p in killed.index_dir("kill").iterdir() if p.name.startswith(".")] == []
+    expected = ProfileIndex.load(reference.latest_index("kill"))
+    got = ProfileIndex.load(killed.latest_index("kill"))
+    assert [r["id"] for r in got.rows] == [r["id"] for r in expected.rows]
+    vectors = [faiss.rev_swig_ptr(ix.get_xb(), ix.ntotal * ix.d).reshape(ix.ntotal, ix.d) for ix in
+               (faiss.downcast_index(expected.index), faiss.downcast_index(got.index))]
+    assert np.abs(vectors[0] - vectors[1]).max() < 1e-5
