@@ -11,13 +11,14 @@ nothing here reads the environment.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,28 @@ def crawl_settings(ws: Workspace, request: CrawlRequest, log_level: str | None =
     return settings
 
 
+@contextlib.contextmanager
+def _trusted_queues(job_root: Path, spiders: list[str]) -> Iterator[None]:
+    """Resume only what a clean stop left.
+
+    Scrapy's resumable queue (JOBDIR) records a request as seen when it is scheduled, and the corpus
+    commits every ``QUALIA_COMMIT_EVERY`` writes: after a ``kill -9`` the queue knows requests whose
+    answers never reached the corpus, and a resume would never ask for them again. A marker lives
+    beside each queue while its crawl runs; a queue found with one is dropped, and that source starts
+    over (the pictures already stored are not fetched again). A stop by Ctrl-C closes cleanly and resumes.
+    """
+    markers = [job_root / f".{name}.running" for name in spiders]
+    for marker, name in zip(markers, spiders):
+        if marker.exists():
+            log.warning("the last crawl of %s was killed; its queue cannot be trusted: starting it over", name)
+            shutil.rmtree(job_root / name, ignore_errors=True)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    yield
+    for marker in markers:  # reached only when the reactor stopped by itself, i.e. the queues were closed
+        marker.unlink(missing_ok=True)
+
+
 def _run_spiders(settings: Settings, request: CrawlRequest, sink: CorpusSink, progress: bool) -> list[Crawler]:
     """Both spiders on one reactor, writing through ``sink``; returns their crawlers once they are done."""
     crawlers = []
@@ -191,8 +214,11 @@ def crawl(ws: Workspace, profile: str, substack: list[str], pinterest: list[str]
     settings = crawl_settings(ws, request, log_level)
     started = time.monotonic()
     sink = CorpusSink(ws, profile, max_items, settings.getint("QUALIA_COMMIT_EVERY"))
+    spiders = [spider.name for spider, names in ((SubstackSpider, request.substack),
+                                                 (PinterestSpider, request.pinterest)) if names]
     try:
-        crawlers = _run_spiders(settings, request, sink, progress)
+        with _trusted_queues(ws.crawl_job_dir(profile), spiders):
+            crawlers = _run_spiders(settings, request, sink, progress)
     finally:
         counts = dict(sink.stats)
         sink.close()
