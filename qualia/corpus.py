@@ -211,8 +211,8 @@ class Corpus:
 
         The file is written once per content hash, however many URLs lead to it.
         """
-        fmt, width, height = images.probe(data)
-        images.decode(data)  # fully, once: what the corpus stores can be read by training and indexing
+        decoded = images.decode(data)  # fully, once: what the corpus stores can be read by training and indexing
+        fmt, width, height = decoded.format, decoded.width, decoded.height
         sha = hashlib.sha256(data).hexdigest()
         rel = f"{sha[:2]}/{sha}.{images.FORMATS[fmt]}"
         target = self.images_root / rel

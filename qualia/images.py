@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -76,9 +77,17 @@ def _bound(im: Image.Image) -> Image.Image:
     return im
 
 
-def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> tuple[Image.Image, str]:
-    """(the picture as RGB, fully decoded and bounded; its format), or ImageTooLarge / InvalidImage."""
-    fmt, _, _ = probe(data, max_bytes, max_pixels)
+@dataclass(frozen=True)
+class Decoded:
+    picture: Image.Image  # RGB, bounded (what CLIP can see of it)
+    format: str  # one of FORMATS
+    width: int  # of the file, before any reduction
+    height: int
+
+
+def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Decoded:
+    """The picture fully decoded and bounded, with what its header said; ImageTooLarge / InvalidImage."""
+    fmt, width, height = probe(data, max_bytes, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -90,7 +99,7 @@ def decode(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
                 picture = _bound(im.convert("RGB"))  # convert makes a copy
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, Image.DecompressionBombError) as e:
         raise InvalidImage(f"not a readable picture: {str(e)[:120]}") from e
-    return picture, fmt
+    return Decoded(picture, fmt, width, height)
 
 
 def read(path: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -104,4 +113,4 @@ def read(path: Path, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -
         data = path.read_bytes()
     except OSError as e:
         raise InvalidImage(f"cannot read {path}: {e.strerror or e}") from e
-    return decode(data, max_bytes, max_pixels)[0]
+    return decode(data, max_bytes, max_pixels).picture

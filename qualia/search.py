@@ -34,7 +34,7 @@ def decode_image(
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Image.Image:
     """Query bytes -> RGB picture, bounded as the picture policy says (``qualia.images``)."""
-    return images.decode(data, max_bytes, max_pixels)[0]
+    return images.decode(data, max_bytes, max_pixels).picture
 
 
 def load_image_file(path: Path, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> Image.Image:
