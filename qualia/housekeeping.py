@@ -11,7 +11,6 @@ newest one must not take the last good one with it).
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +30,7 @@ def _size(path: Path) -> int:
 
 def _remove(path: Path, why: str, root: Path) -> dict[str, Any]:
     size = _size(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    workspace.remove(path)
     log.info("removed %s (%s, %d bytes)", path, why, size)
     return {"path": str(path.relative_to(root)), "why": why, "bytes": size}
 
@@ -44,10 +40,17 @@ def sweep(parent: Path, root: Path) -> list[dict[str, Any]]:
     return [_remove(path, "left by an interrupted write", root) for path in workspace.debris(parent)]
 
 
-def _adapter_of_index(folder: Path) -> str | None:
+def _adapters_of_indexes(indexes: Path, versions: list[str]) -> dict[str, str | None]:
+    """index version -> the adapter version it was built with, for the versions whose manifest reads."""
     from qualia.index import read_manifest  # faiss: only when versions are weighed
 
-    return read_manifest(folder).get("adapter_version")
+    found = {}
+    for version in versions:
+        try:
+            found[version] = read_manifest(indexes / version).get("adapter_version")
+        except CorruptArtifact:
+            continue
+    return found
 
 
 def collect(ws: workspace.Workspace, profile: str, keep: int = DEFAULT_KEEP) -> dict[str, Any]:
@@ -63,18 +66,9 @@ def collect(ws: workspace.Workspace, profile: str, keep: int = DEFAULT_KEEP) -> 
     removed = sweep(adapters, ws.root) + sweep(indexes, ws.root)
 
     index_versions = workspace.versions(indexes)
-    kept_indexes = set(index_versions[-keep:])
-    try:
-        newest_readable, _ = workspace.newest_usable(indexes, _adapter_of_index, f"index of {profile!r}")
-        kept_indexes.add(newest_readable.name)
-    except (CorruptArtifact, NotFound):
-        pass
-    needed_adapters: set[str] = set()
-    for version in kept_indexes:
-        try:
-            needed_adapters.add(_adapter_of_index(indexes / version) or "")
-        except CorruptArtifact:
-            continue
+    adapter_of = _adapters_of_indexes(indexes, index_versions)
+    kept_indexes = set(index_versions[-keep:]) | set(sorted(adapter_of)[-1:])  # and the newest that reads
+    needed_adapters = {adapter_of[v] for v in kept_indexes if adapter_of.get(v)}
     for version in index_versions:
         if version not in kept_indexes:
             removed.append(_remove(indexes / version, f"index version beyond the newest {keep}", ws.root))

@@ -234,14 +234,19 @@ def debris(parent: Path) -> list[Path]:
                   if p.name.startswith(".") and p.name.endswith(".tmp") and _writer_gone(p, now))
 
 
+def remove(path: Path) -> None:
+    """Remove a file or a whole folder (a link itself, never what it points to); gone already is fine."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_debris(parent: Path) -> list[Path]:
     """Remove ``debris(parent)``; what was removed."""
     gone = debris(parent)
     for path in gone:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
+        remove(path)
         log.info("removed %s, left by an interrupted write", path)
     return gone
 
