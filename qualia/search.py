@@ -123,7 +123,7 @@ class ProfileSearcher:
             )
         adapter_dir = None
         if manifest.get("adapter_version"):
-            adapter_dir = cls._adapter_of(ws, profile, folder, manifest, built_with)
+            adapter_dir = cls._adapter_of(ws, profile, folder, manifest["adapter_version"])
         try:
             encoder = Encoder.load(backbone, adapter_dir)
         except CorruptArtifact as e:
@@ -134,30 +134,15 @@ class ProfileSearcher:
         return cls(profile, index, encoder)
 
     @staticmethod
-    def _adapter_of(
-        ws: workspace.Workspace, profile: str, folder: Path, manifest: dict[str, Any], built_with: str | None
-    ) -> Path:
-        """The adapter folder the index names, checked to exist and to sit on the index's base weights."""
-        from qualia.lora import read_adapter_meta
-
-        version = manifest["adapter_version"]
+    def _adapter_of(ws: workspace.Workspace, profile: str, folder: Path, version: Any) -> Path:
+        """The adapter folder the index names; whether it fits the base weights, ``load_adapter`` checks."""
         try:
-            adapter_dir = ws.adapter(profile, version)
+            return ws.adapter(profile, version)
         except NotFound as e:
             raise IndexMismatch(
                 f"index {folder.name} of {profile!r} was built with adapter {str(version)[:40]}, "
                 "which is gone; rebuild the index"
             ) from e
-        try:
-            adapter_weights = read_adapter_meta(adapter_dir).get("weights_sha256")
-        except CorruptArtifact as e:
-            raise CorruptArtifact(f"adapter {adapter_dir.name} of {profile!r} is damaged: {e}") from e
-        if built_with and adapter_weights != built_with:
-            raise IndexMismatch(
-                f"adapter {adapter_dir.name} of {profile!r} was trained on other base weights than "
-                f"index {folder.name} was built with"
-            )
-        return adapter_dir
 
     def search_text(self, query: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
         words = text.clean(query)
