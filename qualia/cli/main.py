@@ -27,7 +27,7 @@ from qualia import __version__
 from qualia.cli.format import emit, format_counts, format_eval, format_results
 from qualia.config import TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
-from qualia.housekeeping import DEFAULT_KEEP
+from qualia.housekeeping import DEFAULT_KEEP, collect
 from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger("qualia")
@@ -93,8 +93,6 @@ def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
 
 def _prune(ws: Workspace, profile: str) -> None:
     """After a new version: keep the newest QUALIA_KEEP_VERSIONS (default 3) and what they need."""
-    from qualia.housekeeping import collect
-
     freed = collect(ws, profile, _keep_versions())
     if freed["removed"]:
         log.info("pruned %d old versions and leftovers of %s (%d bytes)", len(freed["removed"]), profile,
@@ -111,8 +109,6 @@ def _keep_versions() -> int:
 
 
 def cmd_gc(ws: Workspace, args: argparse.Namespace) -> int:
-    from qualia.housekeeping import collect
-
     report = collect(ws, args.profile, args.keep)
     human = "\n".join(f"removed {r['path']}  ({r['why']}, {r['bytes']} bytes)" for r in report["removed"])
     emit(report, args.json, (human + "\n" if human else "") + f"freed {report['freed_bytes']} bytes")
