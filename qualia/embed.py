@@ -72,12 +72,6 @@ class Encoder:
             out.append(self.encode_pixels(pixels))
         return np.concatenate(out)
 
-    def encode_image_paths(self, paths: Sequence[Path]) -> np.ndarray:
-        out = [np.zeros((0, self.dim), dtype=np.float32)]
-        for start in range(0, len(paths), self.batch_size):
-            out.append(self.encode_images([open_image(p) for p in paths[start : start + self.batch_size]]))
-        return np.concatenate(out)
-
 
 def open_image(path: Path) -> Image.Image:
     """The stored picture at ``path`` as RGB, decoded and bounded by the picture policy; InvalidImage

@@ -17,6 +17,7 @@ import pytest
 
 from qualia import workspace
 from qualia.corpus import Corpus
+from qualia.embed import open_image
 from qualia.errors import CorruptIndex, InvalidArgument, NotEnoughData
 from qualia.index import INDEX_FILE, MANIFEST_FILE, ROWS_FILE, ProfileIndex, build_index, sha256_file
 from qualia.pairs import corpus_pairs
@@ -92,7 +93,7 @@ def test_picture_queried_by_its_own_embedding_comes_first(built: dict[str, Any])
     with open_corpus(built["ws"], PROFILE) as corpus:
         occurrences = corpus.image_occurrences()
     for occ in occurrences[:: max(1, len(occurrences) // 5)]:
-        query = encoder.encode_image_paths([occ.image_path])[0]
+        query = encoder.encode_images([open_image(occ.image_path)])[0]
         hits = index.search(query, k=3, modality="image")
         assert hits[0]["id"] == f"img-{occ.sha256}"
         assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from qualia.backbone import load_backbone, state_dict_sha256
 from qualia.config import TINY_BACKBONE, LoraSettings
-from qualia.embed import Encoder
+from qualia.embed import Encoder, open_image
 from qualia.errors import AdapterMismatch, CorruptArtifact, InvalidArgument, InvalidImage
 from qualia.lora import adapter_identity, attach_lora, load_adapter, read_adapter_meta, save_adapter
 
@@ -97,10 +97,10 @@ def test_encoder_output_is_normalized_float32_and_batch_independent(tiny, tmp_pa
         im.save(paths[-1])
     whole, small = Encoder.load(tiny), Encoder(tiny.model, tiny, batch_size=3)
     assert whole.dim == 128
-    emb = whole.encode_image_paths(paths)
+    emb = whole.encode_images([open_image(p) for p in paths])  # read back from disk as indexing does
     assert emb.shape == (4, 128) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(small.encode_image_paths(paths), emb, atol=1e-5)
+    np.testing.assert_allclose(small.encode_images([open_image(p) for p in paths]), emb, atol=1e-5)
     np.testing.assert_allclose(small.encode_images(pictures), emb, atol=1e-5)
     texts = [f"text {i}" for i in range(7)]
     np.testing.assert_allclose(small.encode_texts(texts), whole.encode_texts(texts), atol=1e-5)
@@ -111,7 +111,7 @@ def test_unreadable_image_is_a_clear_error(tiny, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"no picture here")
     with pytest.raises(InvalidImage, match="cannot read image"):
-        Encoder.load(tiny).encode_image_paths([bad])
+        open_image(bad)
 
 
 def test_metadata_without_an_identity_is_refused(tiny, tmp_path):
