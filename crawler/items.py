@@ -22,6 +22,7 @@ class ImageRef:
     alt: str | None = None
     caption: str | None = None
     position: int = 0
+    context: str | None = None  # the text around the picture (a body figure's neighbouring paragraphs)
 
 
 @dataclass

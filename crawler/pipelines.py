@@ -84,7 +84,7 @@ class CorpusSink:
         for ref in record.images:
             if not (is_new or record.complete) and self.corpus.has_image_ref(record.id, ref.url):
                 continue
-            self.corpus.add_image_ref(record.id, ref.url, ref.role, ref.alt, ref.caption, ref.position)
+            self.corpus.add_image_ref(record.id, ref.url, ref.role, ref.alt, ref.caption, ref.position, ref.context)
         self.stats["items_new" if is_new else "items_refreshed"] += 1
         if is_new and record.kind in CAPPED_KINDS:
             self.stats["capped_items_new"] += 1

@@ -3,9 +3,11 @@
 ``pretrained`` is one of
   * an open_clip hub tag (``laion2b_s34b_b79k``), fetched through open_clip's cache;
   * a local weights file (``.pt``/``.bin``/``.safetensors`` state dict), loaded strictly;
-  * ``random-seed<N>``: deterministic random init from seed N. This is what ``qualia-tiny`` ships
-    with until stand-in weights exist: the same seed gives the same weights in every process, so an
-    adapter trained in one process fits the backbone loaded in another.
+  * a tag of weights shipped inside the package (``qualia/weights/<name>-<tag>.json`` beside its
+    ``.safetensors``): ``qualia-tiny``'s ``standin-v1``, the offline stand-in for a real CLIP that
+    ``qualia pretrain`` makes, checked against its sha256 before use;
+  * ``random-seed<N>``: deterministic random init from seed N: the same seed gives the same weights
+    in every process, so an adapter trained in one process fits the backbone loaded in another.
 
 Every backbone carries ``weights_sha256``, a checksum of its state dict, which adapters record so
 that they are never applied to other base weights.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import re
@@ -26,6 +29,7 @@ from urllib.parse import urlsplit
 
 import open_clip
 import torch
+from safetensors.torch import load_file
 
 from qualia.config import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, TINY_BACKBONE, TINY_PRETRAINED
 from qualia.errors import BackboneUnavailable, InvalidArgument
@@ -33,6 +37,7 @@ from qualia.errors import BackboneUnavailable, InvalidArgument
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+SHIPPED_WEIGHTS_DIR = Path(__file__).parent / "weights"
 _RANDOM_TAG = re.compile(r"^random-seed(\d+)$")
 
 
@@ -79,6 +84,33 @@ def _unavailable(name: str, pretrained: str | None, reason: str) -> BackboneUnav
         f"Use `--pretrained /path/to/weights` (a local weights file for {name}) "
         f"or `--backbone {TINY_BACKBONE}` (ships with the project, works offline)."
     )
+
+
+def shipped_weights(name: str, tag: str) -> Path | None:
+    """The package's own weights file for ``name``/``tag``, checked against its recorded sha256; None
+    if the package ships none by that tag."""
+    card = SHIPPED_WEIGHTS_DIR / f"{name}-{tag}.json"
+    if not card.is_file():
+        return None
+    try:
+        record = json.loads(card.read_text())
+        path, expected = SHIPPED_WEIGHTS_DIR / record["file"], record["sha256"]
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _unavailable(name, tag, f"the weights shipped with qualia cannot be read ({e}); reinstall qualia") from e
+    if actual != expected:
+        raise _unavailable(
+            name, tag, f"{path.name} fails its checksum (sha256 {actual[:12]}…, expected {expected[:12]}…); reinstall qualia"
+        )
+    return path
+
+
+def _seeded_model(name: str, seed: int) -> tuple[torch.nn.Module, Callable]:
+    # fork_rng: the fixed seed must not disturb the caller's random stream
+    with torch.random.fork_rng(devices=[]), _quiet_random_init():
+        torch.manual_seed(seed)
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+    return model, preprocess
 
 
 def _default_tag(name: str) -> str | None:
@@ -164,10 +196,14 @@ def load_backbone(name: str = DEFAULT_BACKBONE, pretrained: str | None = None, d
 
     random_seed = _RANDOM_TAG.match(pretrained)
     if random_seed:
-        # fork_rng: the fixed seed must not disturb the caller's random stream
-        with torch.random.fork_rng(devices=[]), _quiet_random_init():
-            torch.manual_seed(int(random_seed.group(1)))
-            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None)
+        model, preprocess = _seeded_model(name, int(random_seed.group(1)))
+    elif shipped := shipped_weights(name, pretrained):
+        model, preprocess = _seeded_model(name, 0)
+        state = {k: v.float() for k, v in load_file(str(shipped)).items()}
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise _unavailable(name, pretrained, f"{shipped.name} does not fit the model ({str(e)[:200]})") from e
     elif tag_cfg := open_clip.get_pretrained_cfg(name, pretrained):
         cached = _hub_cached(tag_cfg)
         # a tag's weights never change: once cached, no network at all

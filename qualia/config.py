@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 DEFAULT_BACKBONE = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 TINY_BACKBONE = "qualia-tiny"
-TINY_PRETRAINED = "random-seed0"
+TINY_PRETRAINED = "standin-v1"  # the stand-in shipped in qualia/weights/ (random-seed0: random init)
 
 
 @dataclass
@@ -33,6 +33,11 @@ class LoraSettings:
         },
     )
 
+    trainable_tokens: list[int] | None = field(
+        default=None,
+        metadata={"help": "token ids whose input embeddings the adapter also trains (peft's trainable tokens)"},
+    )
+
     def __post_init__(self) -> None:
         if self.rank < 1:
             raise InvalidArgument(f"LoRA rank must be at least 1, got {self.rank}")
@@ -45,7 +50,10 @@ class LoraSettings:
         import peft
 
         targets = self.target_modules if isinstance(self.target_modules, str) else list(self.target_modules)
-        return peft.LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+        tokens = {"trainable_token_indices": {"token_embedding": list(self.trainable_tokens)}} if self.trainable_tokens else {}
+        return peft.LoraConfig(
+            r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets, **tokens
+        )
 
 
 @dataclass
@@ -54,13 +62,31 @@ class TrainSettings:
     pretrained: str | None = field(
         default=None, metadata={"help": "hub tag or local weights file (default: the backbone's own default tag)"}
     )
-    epochs: int = field(default=10, metadata={"help": "passes over the training pairs"})
+    epochs: int = field(default=10, metadata={"help": "passes over the training pairs, at most"})
+    patience: int = field(
+        default=3,
+        metadata={"help": "stop after this many epochs without better held-out recall (0: never); the best epoch is kept"},
+    )
     batch_size: int = field(default=64, metadata={"help": "pairs per step; each pair's negatives are the batch's others"})
     lr: float = field(default=1e-3, metadata={"help": "peak learning rate (linear warmup, cosine decay to 0)"})
     rank: int = field(default=8, metadata={"help": "LoRA rank"})
     alpha: int = field(default=16, metadata={"help": "LoRA alpha (update scale alpha/rank)"})
     dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay on the LoRA weights"})
+    text_negatives: float = field(
+        default=0.5,
+        metadata={"help": "weight of a term ranking each text's own picture above the batch's other texts too "
+                          "(search over pictures and texts together); 0 turns it off"},
+    )
+    generic_replay: int = field(
+        default=48,
+        metadata={"help": "generic procedural pairs mixed into each batch, so the adapter keeps what the "
+                          "backbone knew (0 turns it off)"},
+    )
+    train_tokens: bool = field(
+        default=True,
+        metadata={"help": "also train the input embeddings of the word pieces in the person's texts (peft trainable tokens)"},
+    )
     val_fraction: float = field(default=0.2, metadata={"help": "share of artifacts held out for evaluation"})
     seed: int = field(default=0, metadata={"help": "seeds the split, the LoRA init and the batch order"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
@@ -72,10 +98,26 @@ class TrainSettings:
             raise InvalidArgument(f"learning rate must be positive, got {self.lr}")
         self.lora()  # bad LoRA settings fail here, before the backbone and pictures are loaded
 
-    def lora(self) -> LoraSettings:
-        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout)
+    def lora(self, trainable_tokens: list[int] | None = None) -> LoraSettings:
+        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout, trainable_tokens=trainable_tokens)
 
     def recipe(self) -> dict[str, Any]:
         """The training settings an adapter records beside its identity (backbone and LoRA: ``adapter_identity``)."""
         identity = {"backbone", "pretrained", "rank", "alpha", "dropout"}
         return {k: v for k, v in asdict(self).items() if k not in identity}
+
+
+@dataclass
+class PretrainSettings:
+    steps: int = field(default=2400, metadata={"help": "optimizer steps (about 1.1 s each on 2 CPU cores at batch 128)"})
+    batch_size: int = field(default=128, metadata={"help": "pairs per step"})
+    lr: float = field(default=1e-3, metadata={"help": "peak learning rate (warmup, then cosine decay to 0)"})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay"})
+    nonce_rate: float = field(default=0.3, metadata={"help": "share of captions that use an invented word"})
+    uniformity_weight: float = field(
+        default=0.1, metadata={"help": "weight of the uniformity term on random word-piece texts (0 turns it off)"}
+    )
+    uniformity_texts: int = field(default=48, metadata={"help": "random word-piece texts per step"})
+    seed: int = field(default=0, metadata={"help": "seeds the data stream, the init and the random texts"})
+    checkpoint_every: int = field(default=100, metadata={"help": "steps between resumable checkpoints"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})

@@ -25,7 +25,7 @@ from typing import Any
 from qualia import images, workspace
 from qualia.errors import NotFound
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: image_refs.context (the text around a figure)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS image_refs (
     alt      TEXT,
     caption  TEXT,
     position INTEGER NOT NULL DEFAULT 0,
+    context  TEXT,
     PRIMARY KEY (item_id, url)
 );
 CREATE INDEX IF NOT EXISTS image_refs_url ON image_refs(url);
@@ -95,6 +96,7 @@ class ImageOccurrence:
     position: int
     sha256: str
     image_path: Path
+    context: str | None = None
 
 
 class Corpus:
@@ -113,9 +115,19 @@ class Corpus:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            self._migrate()
             self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             self.db.commit()
         self.db.row_factory = sqlite3.Row
+
+    def _migrate(self) -> None:
+        """Bring a corpus written by an older qualia up to ``SCHEMA_VERSION`` (columns only ever added)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(image_refs)")}
+        if "context" not in columns:
+            self.db.execute("ALTER TABLE image_refs ADD COLUMN context TEXT")
+
+    def _has_context(self) -> bool:
+        return any(row[1] == "context" for row in self.db.execute("PRAGMA table_info(image_refs)"))
 
     @classmethod
     def open(cls, ws: workspace.Workspace, profile: str, readonly: bool = False) -> Corpus:
@@ -198,12 +210,15 @@ class Corpus:
         alt: str | None = None,
         caption: str | None = None,
         position: int = 0,
+        context: str | None = None,
     ) -> None:
+        """``context``: the text around the picture where it was seen (a post's paragraphs before and after)."""
         self.db.execute(
-            "INSERT INTO image_refs(item_id, url, role, alt, caption, position) VALUES (?,?,?,?,?,?) "
+            "INSERT INTO image_refs(item_id, url, role, alt, caption, position, context) VALUES (?,?,?,?,?,?,?) "
             "ON CONFLICT(item_id, url) DO UPDATE SET role=excluded.role, alt=coalesce(excluded.alt, alt),"
-            " caption=coalesce(excluded.caption, caption), position=excluded.position",
-            (item_id, url, role, alt, caption, position),
+            " caption=coalesce(excluded.caption, caption), position=excluded.position,"
+            " context=coalesce(excluded.context, context)",
+            (item_id, url, role, alt, caption, position, context),
         )
 
     def store_image(self, url: str, data: bytes) -> tuple[str, bool]:
@@ -244,7 +259,8 @@ class Corpus:
         record["images"] = [
             dict(r)
             for r in self.db.execute(
-                "SELECT r.url, r.role, r.alt, r.caption, u.sha256 FROM image_refs r "
+                f"SELECT r.url, r.role, r.alt, r.caption, {'r.context' if self._has_context() else 'NULL AS context'},"
+                " u.sha256 FROM image_refs r "
                 "LEFT JOIN image_urls u ON u.url = r.url WHERE r.item_id=? ORDER BY r.position",
                 (item_id,),
             )
@@ -297,7 +313,8 @@ class Corpus:
         rows = self.db.execute(
             "SELECT i.id AS item_id, i.source, i.kind, i.degree, i.title AS item_title,"
             " i.text AS item_text, i.url AS item_url, r.url AS image_url, r.role, r.alt, r.caption,"
-            " r.position, im.sha256, im.path FROM image_refs r"
+            f" r.position, {'r.context' if self._has_context() else 'NULL AS context'}, im.sha256, im.path"
+            " FROM image_refs r"
             " JOIN items i ON i.id = r.item_id"
             " JOIN image_urls u ON u.url = r.url"
             " JOIN images im ON im.sha256 = u.sha256"

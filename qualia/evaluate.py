@@ -5,6 +5,13 @@ t2i  each validation text queries the gallery of the validation pairs' UNIQUE pi
 i2t  each unique picture queries all validation texts; a hit when any of its own texts is in the top k.
 gap  || mean(image embeddings) - mean(text embeddings) || of L2-normalized embeddings, the modality
      gap of Liang et al. 2022 ("Mind the Gap"), over the unique pictures and the texts.
+mixed  what a person sees searching words over pictures and texts together (``modality: any``): each
+     distinct validation text queries the validation pictures plus the other validation texts;
+     ``image_share`` is the share of pictures in its top 10, ``r10`` whether its own picture is there.
+     ``mixed_centered`` is the same after per-modality centering (each modality's mean subtracted,
+     then re-normalized: the index's option); the means come from the validation embeddings themselves.
+generic  recall on the held-out procedural set (``qualia.generic``); ``retention`` = the adapter's
+     generic recall / the base's.
 Ties count against the query (a model that maps everything to one point scores 0, not 1).
 
 Which pairs: the adapter folder's ``split.json`` lists the validation artifacts chosen at training
@@ -65,7 +72,7 @@ def preprocess_images(
     return stacked, kept, unreadable
 
 
-def _recalls(sim: np.ndarray, positive: np.ndarray) -> dict[str, float]:
+def recalls(sim: np.ndarray, positive: np.ndarray) -> dict[str, float]:
     """sim (q, g) scores, positive (q, g) bool; rank of a query = how many non-positives score >= its best positive."""
     best_positive = np.where(positive, sim, -np.inf).max(axis=1, keepdims=True)
     rank = ((sim >= best_positive) & ~positive).sum(axis=1)
@@ -92,25 +99,114 @@ def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequen
         zero = {f"r{k}": 0.0 for k in KS}
         return {"t2i": dict(zero), "i2t": dict(zero), "gap": 0.0}
 
-    def unit(x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
     texts, images = unit(text_emb), unit(image_emb)
     column = {sha: j for j, sha in enumerate(shas)}
     owner = np.array([column[p.image_sha256] for p in pairs])
     positive_t2i = owner[:, None] == np.arange(len(shas))[None, :]  # (n_pairs, n_images)
     sim = texts @ images.T
     return {
-        "t2i": _recalls(sim, positive_t2i),
-        "i2t": _recalls(sim.T, positive_t2i.T),
+        "t2i": recalls(sim, positive_t2i),
+        "i2t": recalls(sim.T, positive_t2i.T),
         "gap": float(np.linalg.norm(images.mean(axis=0) - texts.mean(axis=0))),
     }
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per-modality centering: ``vectors`` minus their modality's ``mean``, re-normalized."""
+    return unit(np.asarray(vectors, dtype=np.float32) - mean[None, :])
+
+
+def mixed_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair], k: int = 10) -> dict[str, float]:
+    """Texts as queries over pictures and texts together: share of pictures in the top ``k`` and
+    recall@k of the paired picture. ``image_emb`` is (n_unique, d) in ``unique_images`` order."""
+    texts, images = unit(text_emb), unit(image_emb)
+    shas = unique_images(pairs)
+    first_row: dict[str, int] = {}
+    for i, p in enumerate(pairs):
+        first_row.setdefault(p.text, i)
+    if not first_row or not len(images):
+        return {"image_share": 0.0, "r10": 0.0}
+    distinct = list(first_row)  # one query and one gallery row per distinct text
+    gallery_texts = texts[[first_row[t] for t in distinct]]
+    gallery = np.concatenate([images, gallery_texts])  # (n_images + n_texts, d)
+    column = {sha: j for j, sha in enumerate(shas)}
+    own_pictures: dict[str, set[int]] = {}
+    for p in pairs:
+        own_pictures.setdefault(p.text, set()).add(column[p.image_sha256])
+    sim = gallery_texts @ gallery.T  # (n_texts, n_images + n_texts)
+    n_images = len(images)
+    sim[np.arange(len(distinct)), n_images + np.arange(len(distinct))] = -np.inf  # a text does not find itself
+    shares, hits = [], []
+    for q, words in enumerate(distinct):
+        top = np.argsort(-sim[q], kind="stable")[:k]
+        shares.append(float((top < n_images).mean()))
+        best_own = max(sim[q, j] for j in own_pictures[words])
+        hits.append(float((sim[q] > best_own).sum() + ((sim[q] == best_own).sum() - 1) < k))
+    return {"image_share": float(np.mean(shares)), "r10": float(np.mean(hits))}
+
+
+def embedding_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair]) -> dict[str, Any]:
+    """retrieval_metrics plus mixed search, as is and centered; ``image_emb`` in ``unique_images`` order."""
+    texts, images = unit(text_emb), unit(image_emb)
+    metrics = retrieval_metrics(texts, images, pairs)
+    metrics["mixed"] = mixed_metrics(texts, images, pairs)
+    if len(texts) and len(images):
+        texts_c, images_c = centered(texts, texts.mean(axis=0)), centered(images, images.mean(axis=0))
+        metrics["mixed_centered"] = mixed_metrics(texts_c, images_c, pairs)
+    else:
+        metrics["mixed_centered"] = dict(metrics["mixed"])
+    return metrics
+
+
+def encoder_embeddings(encoder: Encoder, pairs: Sequence[Pair], pixels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(text embeddings following ``pairs``, picture embeddings following ``pixels``)."""
+    return encoder.encode_texts([p.text for p in pairs]), encoder.encode_pixels(pixels)
+
+
 def encoder_metrics(encoder: Encoder, pairs: Sequence[Pair], pixels: torch.Tensor) -> dict[str, Any]:
-    """retrieval_metrics of ``encoder``; ``pixels`` are the pairs' ``preprocess_images``."""
-    return retrieval_metrics(encoder.encode_texts([p.text for p in pairs]), encoder.encode_pixels(pixels), pairs)
+    """embedding_metrics of ``encoder``; ``pixels`` are the pairs' ``preprocess_images``."""
+    return embedding_metrics(*encoder_embeddings(encoder, pairs, pixels), pairs)
+
+
+def compare(
+    base: Encoder, adapted: Encoder, pairs: Sequence[Pair], pixels: torch.Tensor, embeddings: dict | None = None
+) -> dict[str, Any]:
+    """The evaluation report: base vs adapter on held-out personal pairs, and on the generic set.
+    ``embeddings``, when given, receives each encoder's (texts, pictures) of the held-out pairs."""
+    from qualia.generic import generic_pixels, generic_retrieval, retention
+
+    generic, captions = generic_pixels(base)
+    report: dict[str, Any] = {"pairs": len(pairs)}
+    for name, encoder in (("base", base), ("adapter", adapted)):
+        texts, pictures = encoder_embeddings(encoder, pairs, pixels)
+        if embeddings is not None:
+            embeddings[name] = (texts, pictures)
+        report[name] = embedding_metrics(texts, pictures, pairs)
+        report[name]["generic"] = generic_retrieval(encoder, generic, captions)
+    report["adapter"]["retention"] = retention(report["adapter"]["generic"], report["base"]["generic"])
+    return report
+
+
+def cue_precision(
+    encoder: Encoder, pixels: torch.Tensor, labels: Sequence[str], cues: dict[str, frozenset[str]], k: int = 10
+) -> dict[str, dict[str, Any]]:
+    """For pictures whose look is known (``labels[i]`` names picture i's look, ``cues`` each look's
+    visual cues): each look's name as a query over the pictures, precision@k of that look, and of each
+    of its cues (a word meaning "grainy and warm" should find pictures that are both, not either)."""
+    sim = encoder.encode_texts(list(cues)) @ encoder.encode_pixels(pixels).T  # (n_looks, n_pictures)
+    report = {}
+    for row, look in enumerate(cues):
+        top = np.argsort(-sim[row], kind="stable")[:k]
+        report[look] = {
+            "precision": float(np.mean([labels[j] == look for j in top])),
+            "cues": {c: float(np.mean([c in cues.get(labels[j], ()) for j in top])) for c in sorted(cues[look])},
+        }
+    return report
 
 
 def held_out_artifacts(adapter_dir: Path) -> set[str]:
@@ -139,9 +235,5 @@ def evaluate_profile(ws: workspace.Workspace, profile: str, adapter_version: str
     pixels, pairs, unreadable = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     if not pairs:
         raise NotEnoughData(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
-    return {
-        "pairs": len(pairs),
-        "images_unreadable": len(unreadable),
-        "base": encoder_metrics(Encoder.load(backbone), pairs, pixels),
-        "adapter": encoder_metrics(Encoder.load(backbone, adapter_dir), pairs, pixels),
-    }
+    report = compare(Encoder.load(backbone), Encoder.load(backbone, adapter_dir), pairs, pixels)
+    return {**report, "images_unreadable": len(unreadable)}

@@ -5,8 +5,16 @@ One version folder ``profiles/<p>/index/<ver>/`` holds
                   then text rows, so a modality filter is a contiguous row range
   rows.jsonl      one JSON record per FAISS row: {id, modality, text, image_url, source, source_url,
                   degree, sha256, item_id}
-  manifest.json   what built it (faiss version, backbone, base-weights checksum, adapter version),
-                  dim, counts, and checksums of the two files above
+  manifest.json   what built it (faiss version, backbone, base-weights checksum, adapter version or
+                  null for the base alone), dim, counts, centering, and checksums of the two files above
+
+Centering. A text query scores other texts far above any picture (the modality gap), so a search
+over both returns only texts. With centering on, each modality's mean vector over the corpus is
+subtracted from its rows before normalizing, and from a query of that modality at search time
+(``ProfileIndex.query_vector``): the two clouds then share a centre. Whether an index centers is
+chosen from the adapter's held-out evaluation (``mixed`` vs ``mixed_centered``, see
+``qualia.evaluate``) and recorded with both means in the manifest, so every reader (CLI, service)
+queries the index the way it was built.
 
 Row ids are stable across rebuilds and safe in a URL path: ``img-<sha256>`` for a picture,
 ``txt-<first 16 hex of sha256(text)>`` for a text unit.
@@ -95,7 +103,8 @@ def _image_rows(corpus: Corpus, first_url: dict[str, str]) -> list[_Row]:
     best: dict[str, _Row] = {}
     degree: dict[str, int] = {}
     # The words shown with a picture are the words training paired it with (the text policy's).
-    for occ, words in described_occurrences(corpus):
+    for occ, texts in described_occurrences(corpus):
+        words = texts[0][0] if texts else ""
         degree[occ.sha256] = min(degree.get(occ.sha256, occ.degree), occ.degree)
         # Lowest degree first (closest to the person), then a sighting that has words.
         rank = (occ.degree, not words, occ.item_id, occ.position)
@@ -211,19 +220,50 @@ def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> tuple[list[_Ro
     return kept, vectors
 
 
+BASE_ONLY = "none"  # ``--adapter none``: index with the backbone alone
+
+
+def choose_centering(evaluation: dict[str, Any] | None) -> bool:
+    """Center when the held-out mixed search did at least as well centered (recall@10 first, then the
+    share of pictures). No evaluation (the base alone): center, as measured in docs/benchmarks.md."""
+    if not evaluation or "mixed" not in evaluation or "mixed_centered" not in evaluation:
+        return True
+    plain, centered = evaluation["mixed"], evaluation["mixed_centered"]
+    return (centered["r10"], centered["image_share"]) >= (plain["r10"], plain["image_share"])
+
+
 def index_profile(
-    ws: workspace.Workspace, profile: str, adapter_version: str | None = None, progress: bool = False
+    ws: workspace.Workspace,
+    profile: str,
+    adapter_version: str | None = None,
+    progress: bool = False,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    centering: bool | None = None,
 ) -> Path:
     """Build a new index of ``profile`` with the backbone and adapter ``adapter_version`` (None: newest)
-    were trained on; returns the new version folder."""
+    were trained on, or with ``backbone``/``pretrained`` alone when ``adapter_version`` is ``"none"``;
+    ``centering`` None chooses by the adapter's evaluation. Returns the new version folder."""
     from qualia.backbone import load_backbone
+    from qualia.config import DEFAULT_BACKBONE
     from qualia.embed import Encoder
     from qualia.lora import usable_adapter
 
     ws.require(profile, "corpus")
-    adapter, meta = usable_adapter(ws, profile, adapter_version)
-    encoder = Encoder.load(load_backbone(meta["backbone"], meta.get("pretrained")), adapter)
-    return build_index(ws, profile, encoder, adapter.name, progress=progress)
+    if adapter_version == BASE_ONLY:
+        encoder = Encoder.load(load_backbone(backbone or DEFAULT_BACKBONE, pretrained))
+        evaluation, adapter_name = None, None
+    else:
+        adapter, meta = usable_adapter(ws, profile, adapter_version)
+        encoder = Encoder.load(load_backbone(meta["backbone"], meta.get("pretrained")), adapter)
+        adapter_name = adapter.name
+        try:
+            evaluation = json.loads((adapter / "metrics.json").read_text()).get("adapter")
+        except (OSError, ValueError):
+            evaluation = None
+    if centering is None:
+        centering = choose_centering(evaluation)
+    return build_index(ws, profile, encoder, adapter_name, progress=progress, centering=centering)
 
 
 def build_index(
@@ -232,6 +272,7 @@ def build_index(
     encoder: Encoder,
     adapter_version: str | None,
     progress: bool = False,
+    centering: bool = False,
 ) -> Path:
     """Embed every unique stored picture and every distinct text of the profile's corpus; returns the new version folder."""
     with Corpus.open(ws, profile, readonly=True) as corpus:
@@ -244,6 +285,11 @@ def build_index(
 
     image_rows, image_vectors = _embed(image_rows, encoder, progress)
     text_rows, text_vectors = _embed(text_rows, encoder, progress)
+    means = None
+    if centering:
+        means = {m: v.mean(axis=0) if len(v) else np.zeros(encoder.dim, np.float32)
+                 for m, v in (("image", image_vectors), ("text", text_vectors))}  # fmt: skip
+        image_vectors, text_vectors = _centered(image_vectors, means["image"]), _centered(text_vectors, means["text"])
     vectors = np.concatenate([image_vectors, text_vectors])
     n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
     # (n_total, dim) float32
@@ -270,6 +316,8 @@ def build_index(
             "count_by_modality": {"image": n_images, "text": n_total - n_images},
             # Row ranges [start, stop) of each modality in the FAISS file.
             "rows": {"image": [0, n_images], "text": [n_images, n_total]},
+            # each modality's mean (of unit vectors) subtracted before normalizing, rows and queries alike
+            "centering": None if means is None else {m: [float(x) for x in v] for m, v in means.items()},
             "checksum": sha256_file(tmp / INDEX_FILE),
             "rows_checksum": sha256_file(tmp / ROWS_FILE),
             "created_at": datetime.now(timezone.utc).isoformat(),
@@ -277,6 +325,12 @@ def build_index(
         workspace.atomic_write_json(tmp / MANIFEST_FILE, manifest)
     log.info("index %s of %s written: %d vectors", version, profile, n_total)
     return final
+
+
+def _centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(vectors - mean[None, :], dtype=np.float32)
+    faiss.normalize_L2(out)
+    return out
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -325,6 +379,11 @@ class ProfileIndex:
                 rows = [json.loads(line) for line in f if line.strip()]
         except ValueError as e:
             raise CorruptIndex(f"index {folder}: unreadable {ROWS_FILE}: {e}") from e
+        centering = manifest.get("centering")
+        if centering is not None and not (
+            isinstance(centering, dict) and all(len(centering.get(m) or ()) == manifest["dim"] for m in ("image", "text"))
+        ):
+            raise CorruptIndex(f"index {folder}: its centering means do not have dim {manifest['dim']}")
         if index.ntotal != manifest["count"] or len(rows) != index.ntotal or index.d != manifest["dim"]:
             raise CorruptIndex(
                 f"index {folder}: {index.ntotal} vectors of dim {index.d} and {len(rows)} rows, "
@@ -334,6 +393,15 @@ class ProfileIndex:
 
     def __len__(self) -> int:
         return self.index.ntotal
+
+    def query_vector(self, vector: np.ndarray, modality: str) -> np.ndarray:
+        """An encoder's unit vector for a query of ``modality`` ("image" or "text"), made comparable
+        with the rows: centered as the index was, if it was."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        centering = self.manifest.get("centering")
+        if not centering:
+            return vector[0]
+        return _centered(vector, np.asarray(centering[modality], dtype=np.float32))[0]
 
     def row(self, row_id: str) -> dict[str, Any] | None:
         return self._row_by_id.get(row_id)

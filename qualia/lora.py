@@ -40,13 +40,14 @@ def _missing_peft_files(folder: Path) -> list[str]:
 
 
 def attach_lora(backbone: Backbone, settings: LoraSettings) -> peft.PeftModel:
-    """A trainable copy of the backbone with LoRA injected; only LoRA parameters require grad.
+    """A trainable copy of the backbone with LoRA injected; only LoRA parameters (and trainable token
+    embeddings, when the settings name tokens) require grad.
 
     The backbone itself stays untouched (peft injects in place, so it works on a deep copy).
     """
     model = peft.get_peft_model(copy.deepcopy(backbone.model), settings.peft_config())
     for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_("lora_" in name or "trainable_tokens_" in name)
     return model
 
 

@@ -1,7 +1,8 @@
 """From the corpus to weighted text-image pairs, and their train/validation split. No torch here.
 
-Which words go with a picture is the text policy's (``qualia.text.picture_words``); pairs with no
-words are skipped, and the same words with the same picture count once.
+Which words go with a picture is the text policy's (``qualia.text.picture_texts``): a picture's own
+words, and for a figure in a post also the paragraphs around it, at ``text.CONTEXT_FACTOR`` of the
+weight. Pictures with no words are skipped, and the same words with the same picture count once.
 
 Weights: a pair's weight is how much it says about *this* person's taste. Degree 0-1 things are
 theirs (their pins, their posts, what they chose to follow) and weigh 1. Degree 2 things were
@@ -35,54 +36,77 @@ class Pair:
     degree: int
     role: str
     weight: float
+    text_source: str = "caption"  # one of text.TEXT_SOURCES: where the words came from
 
 
 def degree_weight(degree: int) -> float:
     return DEGREE_WEIGHTS.get(degree, FAR_WEIGHT)
 
 
-def described_occurrences(corpus: Corpus) -> Iterator[tuple[ImageOccurrence, str]]:
-    """Every (item, stored picture) pairing with the words that describe it ('' when none), in corpus order."""
+def described_occurrences(corpus: Corpus) -> Iterator[tuple[ImageOccurrence, list[tuple[str, str, float]]]]:
+    """Every (item, stored picture) pairing with the texts that describe it (``text.picture_texts``;
+    empty when none), in corpus order."""
     subtitles: dict[str, Any] = {}
     for o in corpus.image_occurrences():
         if o.role == "cover" and o.item_id not in subtitles:
             subtitles[o.item_id] = (corpus.item_data(o.item_id) or {}).get("subtitle")
-        words = text.picture_words(
+        texts = text.picture_texts(
             o.role,
             item_title=o.item_title,
             item_text=o.item_text,
             subtitle=subtitles.get(o.item_id) if o.role == "cover" else None,
             alt=o.alt,
             caption=o.caption,
+            context=o.context,
         )
-        yield o, words
+        yield o, texts
 
 
 def corpus_pairs(corpus: Corpus) -> list[Pair]:
     """Every distinct (text, picture) pair in the corpus, in the corpus's stable order."""
     best: dict[tuple[str, str], Pair] = {}
-    for o, words in described_occurrences(corpus):
-        if not words:
-            continue
-        key = (words, o.sha256)
-        seen = best.get(key)
-        if seen is None or o.degree < seen.degree:  # the closest sighting speaks for the pair
-            best[key] = Pair(
-                text=words,
-                image_sha256=o.sha256,
-                image_path=o.image_path,
-                artifact_id=o.item_id,
-                source=o.source,
-                degree=o.degree,
-                role=o.role,
-                weight=degree_weight(o.degree),
-            )
+    for o, texts in described_occurrences(corpus):
+        for words, source, factor in texts:
+            key = (words, o.sha256)
+            weight = degree_weight(o.degree) * factor
+            seen = best.get(key)
+            # the closest, surest sighting speaks for the pair
+            if seen is None or (o.degree, -weight) < (seen.degree, -seen.weight):
+                best[key] = Pair(
+                    text=words,
+                    image_sha256=o.sha256,
+                    image_path=o.image_path,
+                    artifact_id=o.item_id,
+                    source=o.source,
+                    degree=o.degree,
+                    role=o.role,
+                    weight=weight,
+                    text_source=source,
+                )
     return list(best.values())
+
+
+def pair_counts(pairs: list[Pair]) -> dict[str, Any]:
+    """How many pairs, and their total weight, by where their words came from and by degree."""
+    by_text: dict[str, int] = {}
+    by_degree: dict[str, dict[str, float]] = {}
+    for p in pairs:
+        by_text[p.text_source] = by_text.get(p.text_source, 0) + 1
+        slot = by_degree.setdefault(str(p.degree), {"pairs": 0, "weight": 0.0})
+        slot["pairs"] += 1
+        slot["weight"] = round(slot["weight"] + p.weight, 3)
+    return {
+        "pairs_by_text_source": dict(sorted(by_text.items())),
+        "pairs_by_degree": dict(sorted(by_degree.items())),
+        "pair_weights": {"by_degree": {str(d): w for d, w in DEGREE_WEIGHTS.items()}, "further": FAR_WEIGHT,
+                         "context_factor": text.CONTEXT_FACTOR},  # fmt: skip
+    }
 
 
 def corpus_summary(corpus: Corpus) -> dict[str, Any]:
     """What ``qualia corpus --json`` shows: the corpus's counts and how many pairs they make."""
-    return {**corpus.counts(), "pairs": len(corpus_pairs(corpus))}
+    pairs = corpus_pairs(corpus)
+    return {**corpus.counts(), "pairs": len(pairs), **pair_counts(pairs)}
 
 
 def _artifact_groups(pairs: list[Pair]) -> dict[str, str]:

@@ -150,7 +150,9 @@ class ProfileSearcher:
             raise InvalidArgument("the query text is empty")
         if len(words) > text.MAX_QUERY_CHARS:
             raise InvalidArgument(f"the query text is over {text.MAX_QUERY_CHARS} characters")
-        return self.index.search(self.encoder.encode_texts([text.cut(words)])[0], k=k, modality=modality)
+        query = self.index.query_vector(self.encoder.encode_texts([text.cut(words)])[0], "text")
+        return self.index.search(query, k=k, modality=modality)
 
     def search_image(self, image: Image.Image, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
-        return self.index.search(self.encoder.encode_images([image.convert("RGB")])[0], k=k, modality=modality)
+        query = self.index.query_vector(self.encoder.encode_images([image.convert("RGB")])[0], "image")
+        return self.index.search(query, k=k, modality=modality)

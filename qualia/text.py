@@ -9,11 +9,15 @@ Lengths
                  characters of English; what lies beyond is cut by the tokenizer anyway
   a query        at most ``MAX_QUERY_CHARS`` from a user; longer is refused, not silently cut
 
-Which words go with a picture depends on where the picture was seen:
+Which words go with a picture depends on where the picture was seen (``picture_texts``):
   pin, carousel, story  the item's title and description (the picture's alt and caption when both are empty)
-  body                  the figure's caption and alt text in the post
+  body                  the figure's caption and alt text in the post; and, as a second, weaker text,
+                        the paragraphs around the figure (a picture with an empty alt and no caption is
+                        still talked about by the text next to it)
   cover                 the post's title and subtitle
   anything else         caption and alt, else the item's title
+Each text carries its source (``TEXT_SOURCES``) and a factor on the pair's weight: the picture's own
+words 1, the surrounding paragraphs ``CONTEXT_FACTOR`` (they talk about the picture less surely).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import Iterable
 from typing import Any
 
 MAX_EMBED_CHARS = 300
+CONTEXT_FACTOR = 0.5
+TEXT_SOURCES = ("pin", "title", "caption", "alt", "context")
 MAX_QUERY_CHARS = 2000
 _MIN_CUT_CHARS = 20  # a shorter beginning of another part counts only when it ends at a word
 _SENTENCE_END = ".!?:;"
@@ -75,7 +81,7 @@ def join_sentences(parts: Iterable[Any], limit: int = MAX_EMBED_CHARS) -> str:
     return cut(text, limit)
 
 
-def picture_words(
+def picture_texts(
     role: str,
     *,
     item_title: str | None = None,
@@ -83,15 +89,34 @@ def picture_words(
     subtitle: str | None = None,
     alt: str | None = None,
     caption: str | None = None,
-) -> str:
-    """The words that describe one picture, by the role it plays in its item (module docstring); may be ''."""
+    context: str | None = None,
+) -> list[tuple[str, str, float]]:
+    """The texts that describe one picture, by the role it plays in its item (module docstring):
+    (words, source, weight factor), the picture's own words first; may be empty."""
+    own_words = join_sentences([caption, alt])
+    own = [(own_words, "caption" if clean(caption) else "alt", 1.0)] if own_words else []
     if role in ("pin", "carousel", "story"):
-        return join_sentences([item_title, item_text]) or join_sentences([alt, caption])
+        pin = join_sentences([item_title, item_text])
+        if pin:
+            return [(pin, "pin", 1.0)]
+        slide = join_sentences([alt, caption])  # a slide's alt text is its title, its caption the rest
+        return [(slide, "alt" if clean(alt) else "caption", 1.0)] if slide else []
     if role == "body":
-        return join_sentences([caption, alt])
+        around = join_sentences([context])
+        if around and not any(around == words for words, _, _ in own):
+            return [*own, (around, "context", CONTEXT_FACTOR)]
+        return own
     if role == "cover":
-        return join_sentences([item_title, subtitle])
-    return join_sentences([caption, alt]) or join_sentences([item_title])
+        title = join_sentences([item_title, subtitle])
+        return [(title, "title", 1.0)] if title else []
+    title = join_sentences([item_title])
+    return own or ([(title, "title", 1.0)] if title else [])
+
+
+def picture_words(role: str, **fields: Any) -> str:
+    """The words shown with a picture: its best text by ``picture_texts``, '' when none."""
+    texts = picture_texts(role, **fields)
+    return texts[0][0] if texts else ""
 
 
 def item_words(title: str | None, text: str | None) -> str:

@@ -38,15 +38,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont
 
 from qualia import __version__, workspace
 from qualia.backbone import Backbone, load_backbone
-from qualia.config import TrainSettings
+from qualia.config import LoraSettings, TrainSettings
 from qualia.corpus import Corpus
 from qualia.embed import Encoder
 from qualia.errors import NotEnoughData
-from qualia.evaluate import SPLIT_FILE, encoder_metrics, preprocess_images, unique_images
+from qualia import plots
+from qualia.evaluate import SPLIT_FILE, compare, preprocess_images, retrieval_metrics, unique_images
 from qualia.lora import adapter_identity, attach_lora, save_adapter
 from qualia.pairs import Pair, corpus_pairs, split_pairs
 
@@ -81,10 +81,47 @@ def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, i
     )
 
 
+REPLAY_POOL = 512  # generic pairs drawn once per run, sampled into batches
+REPLAY_WEIGHT = 0.5  # a generic pair counts half a person's own pair
+REPLAY_SEED = 10**8  # below procedural.HELD_OUT_SEED: the held-out generic set is never trained on
+
+
+def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
+    """``data`` with ``size`` generic procedural pairs appended (rows ``len(data.tokens)`` onwards):
+    mixed into each batch, they keep the adapter from unlearning what the backbone knew."""
+    import random
+
+    from qualia import procedural
+
+    pictures, captions = [], []
+    for i in range(size):
+        picture, words = procedural.pair(random.Random(REPLAY_SEED + i))
+        pictures.append(backbone.preprocess(picture).to(data.pixels.dtype))
+        captions.append(words)
+    text_base = int(data.text_of.max()) + 1 if len(data.text_of) else 0
+    distinct = {c: k for k, c in enumerate(dict.fromkeys(captions))}
+    return _Data(
+        pixels=torch.cat([data.pixels, torch.stack(pictures)]),
+        tokens=torch.cat([data.tokens, backbone.tokenizer(captions)]),
+        image_of=torch.cat([data.image_of, len(data.pixels) + torch.arange(size)]),
+        text_of=torch.cat([data.text_of, text_base + torch.tensor([distinct[c] for c in captions])]),
+        weight=torch.cat([data.weight, torch.full((size,), REPLAY_WEIGHT)]),
+    )
+
+
 def contrastive_loss(
-    model: torch.nn.Module, data: _Data, batch: torch.Tensor, logit_scale: torch.Tensor, device: torch.device
+    model: torch.nn.Module,
+    data: _Data,
+    batch: torch.Tensor,
+    logit_scale: torch.Tensor,
+    device: torch.device,
+    text_negatives: float = 0.0,
 ) -> torch.Tensor:
-    """Weighted symmetric InfoNCE of the pairs at indices ``batch``."""
+    """Weighted symmetric InfoNCE of the pairs at indices ``batch``.
+
+    ``text_negatives`` > 0 adds, at that weight, a text->(pictures and texts) term: each text must rank
+    its own picture above the batch's other pictures *and* other texts, which is what a search over
+    both modalities asks of it (plain InfoNCE never compares a text with texts)."""
     image_of, text_of = data.image_of[batch], data.text_of[batch]
     images = F.normalize(model.encode_image(data.pixels[image_of].to(device, torch.float32)), dim=-1)
     texts = F.normalize(model.encode_text(data.tokens[batch].to(device)), dim=-1)
@@ -94,6 +131,12 @@ def contrastive_loss(
     logits = logits.masked_fill(same.to(device), float("-inf"))
     target = torch.arange(len(batch), device=device)
     per_pair = (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
+    if text_negatives > 0:
+        among_texts = (logit_scale * texts @ texts.T).masked_fill(  # (b, b); a text is not its own negative
+            (text_of[:, None] == text_of[None, :]).to(device), float("-inf")
+        )
+        mixed = F.cross_entropy(torch.cat([logits, among_texts], dim=1), target, reduction="none")
+        per_pair = per_pair + text_negatives * mixed
     weight = data.weight[batch].to(device)
     return (per_pair * weight).sum() / weight.sum()
 
@@ -176,54 +219,30 @@ def _mean_loss(model: torch.nn.Module, data: _Data, batch_size: int, scale: torc
     return total / weight
 
 
-def draw_loss_curve(history: list[dict[str, Any]], path: Path, title: str) -> None:
-    """Train and validation loss per epoch as a PNG (Pillow only)."""
-    width, height, margin = 640, 360, 56
-    im = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(im)
-    font = ImageFont.load_default()
-    series = {
-        "train": ([h["train_loss"] for h in history], (31, 119, 180)),
-        "validation": ([h.get("val_loss") for h in history], (255, 127, 14)),
-    }
-    values = [v for vals, _ in series.values() for v in vals if v is not None]
-    low, high = (min(values), max(values)) if values else (0.0, 1.0)
-    if high - low < 1e-9:
-        low, high = low - 0.5, high + 0.5
-    epochs = [h["epoch"] for h in history] or [1]
-    first, last = min(epochs), max(max(epochs), min(epochs) + 1)
-
-    def xy(epoch: float, value: float) -> tuple[float, float]:
-        x = margin + (epoch - first) / (last - first) * (width - 2 * margin)
-        y = height - margin - (value - low) / (high - low) * (height - 2 * margin)
-        return x, y
-
-    draw.line([(margin, margin), (margin, height - margin), (width - margin, height - margin)], fill="black")
-    draw.text((margin, 16), title, fill="black", font=font)
-    draw.text((8, margin - 6), f"{high:.3f}", fill="black", font=font)
-    draw.text((8, height - margin - 6), f"{low:.3f}", fill="black", font=font)
-    draw.text((margin, height - margin + 8), f"epoch {first}", fill="black", font=font)
-    draw.text((width - margin - 40, height - margin + 8), f"epoch {last}", fill="black", font=font)
-    for i, (label, (vals, colour)) in enumerate(series.items()):
-        points = [xy(e, v) for e, v in zip(epochs, vals) if v is not None]
-        if len(points) > 1:
-            draw.line(points, fill=colour, width=2)
-        for x, y in points:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.text((width - margin - 110, 16 + 14 * i), f"- {label} loss", fill=colour, font=font)
-    buffer = io.BytesIO()
-    im.save(buffer, format="PNG")
-    workspace.atomic_write_bytes(path, buffer.getvalue())
-
-
 def _report(progress: bool, epoch: int, epochs: int, record: dict[str, Any]) -> None:
     val = record.get("val_loss")
     line = f"epoch {epoch}/{epochs}  train loss {record['train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
+    if "val_t2i_r10" in record:
+        line += f"  val R@10 t2i {record['val_t2i_r10']:.3f} i2t {record['val_i2t_r10']:.3f}"
     log.info(line)
     if progress and sys.stderr.isatty():
         done = int(30 * epoch / epochs)
         sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {line}" + ("\n" if epoch == epochs else ""))
         sys.stderr.flush()
+
+
+def _validation_recall(run: _Run, material: _Material, backbone: Backbone) -> dict[str, float]:
+    """Held-out recall@10 both ways of the model as it is now (what early stopping watches)."""
+    encoder = Encoder(run.model, backbone)
+    texts = encoder.encode_tokens(material.val_data.tokens)
+    metrics = retrieval_metrics(texts, encoder.encode_pixels(material.val_pixels()), material.val)
+    return {"val_t2i_r10": metrics["t2i"]["r10"], "val_i2t_r10": metrics["i2t"]["r10"]}
+
+
+def _score(record: dict[str, Any]) -> tuple[float, float]:
+    """Which epoch is best: higher mean held-out recall@10, then lower validation loss."""
+    val_loss = record.get("val_loss")
+    return ((record["val_t2i_r10"] + record["val_i2t_r10"]) / 2, -(val_loss if val_loss is not None else 0.0))
 
 
 @dataclass
@@ -264,8 +283,19 @@ class _Run:
     scale: torch.Tensor  # the backbone's fixed logit scale
     checkpoint: Path
     fingerprint: str
+    lora: LoraSettings
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
+    best_epoch: int = 0
+    best_lora: dict[str, torch.Tensor] | None = None  # the LoRA weights of ``best_epoch``
+
+    def restore_best(self) -> None:
+        if self.best_lora is None:
+            return
+        named = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, value in self.best_lora.items():
+                named[name].copy_(value)
 
 
 def split_for_training(
@@ -288,20 +318,30 @@ def _check_enough(train: list[Pair], val: list[Pair], n_pairs: int, where: str) 
         )
 
 
-def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone) -> _Material:
+def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, replay: bool = False) -> _Material:
     pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16)
     if unreadable:
         kept = set(readable)
         train, val = [p for p in train if p in kept], [p for p in val if p in kept]
         _check_enough(train, val, len(pairs), f"after skipping {len(unreadable)} unreadable pictures")
     row_of_image = {sha: i for i, sha in enumerate(unique_images(train + val))}
+    train_data = _build_data(train, backbone, row_of_image, pixels)
+    if replay:
+        train_data = _with_generic_replay(train_data, backbone, REPLAY_POOL)
     material = _Material(
         pairs, train, val, pixels, row_of_image, len(unreadable),
-        train_data=_build_data(train, backbone, row_of_image, pixels),
+        train_data=train_data,
         val_data=_build_data(val, backbone, row_of_image, pixels),
     )
     log.info("%d training pairs, %d validation pairs, %d pictures cached", len(train), len(val), len(pixels))
     return material
+
+
+def _person_tokens(material: _Material, backbone: Backbone) -> list[int]:
+    """The word pieces of the training texts (not padding, start or end): what ``train_tokens`` trains."""
+    vocab = backbone.model.token_embedding.num_embeddings
+    ids = torch.unique(material.train_data.tokens[: len(material.train)]).tolist()
+    return [i for i in ids if 0 < i < vocab - 2]
 
 
 def _start_run(
@@ -310,7 +350,8 @@ def _start_run(
     """A fresh LoRA model and optimizer, or the state of a checkpoint of this very recipe and data."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)  # the LoRA A matrices' init
-        model = attach_lora(backbone, settings.lora())
+        lora = settings.lora(_person_tokens(material, backbone) if settings.train_tokens else None)
+        model = attach_lora(backbone, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     run = _Run(
         model=model,
@@ -318,6 +359,7 @@ def _start_run(
         scale=backbone.model.logit_scale.detach().exp().clamp(max=100.0),
         checkpoint=checkpoint,
         fingerprint=_fingerprint(settings, backbone, material.train, material.val),
+        lora=lora,
     )
     state = _read_checkpoint(checkpoint, run.fingerprint)
     if state is not None:
@@ -327,6 +369,7 @@ def _start_run(
                 named[name].copy_(value)
         run.optimizer.load_state_dict(state["optimizer"])
         run.start_epoch, run.history = state["epoch"], state["history"]
+        run.best_epoch, run.best_lora = state.get("best_epoch", 0), state.get("best_lora")
         log.info("resuming %s's training after epoch %d", profile, run.start_epoch)
     return run
 
@@ -335,21 +378,29 @@ def _train_epochs(
     run: _Run,
     material: _Material,
     settings: TrainSettings,
-    device: torch.device,
+    backbone: Backbone,
     progress: bool,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
 ) -> None:
-    """Epochs ``run.start_epoch`` .. ``settings.epochs``, each ending in a checkpoint."""
+    """Epochs ``run.start_epoch`` .. ``settings.epochs``, each ending in a checkpoint; stops when
+    held-out recall has not improved for ``settings.patience`` epochs. ``run.best_*`` is the best epoch."""
+    device = backbone.device
     n_train = len(material.train)
     steps_per_epoch = len(_batches(n_train, settings.batch_size, settings.seed, 0))
     total_steps = steps_per_epoch * settings.epochs
     for epoch in range(run.start_epoch, settings.epochs):
+        if settings.patience and run.best_epoch and epoch - run.best_epoch >= settings.patience:
+            log.info("no better held-out recall since epoch %d: stopping after epoch %d", run.best_epoch, epoch)
+            break
         run.model.train()
         losses = []
         for i, batch in enumerate(_batches(n_train, settings.batch_size, settings.seed, epoch)):
+            if settings.generic_replay:
+                generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch * 1009 + i)
+                batch = torch.cat([batch, n_train + torch.randperm(REPLAY_POOL, generator=generator)[: settings.generic_replay]])
             for group in run.optimizer.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
-            loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device)
+            loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device, settings.text_negatives)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -358,8 +409,12 @@ def _train_epochs(
             "epoch": epoch + 1,
             "train_loss": sum(losses) / len(losses),
             "val_loss": _mean_loss(run.model, material.val_data, settings.batch_size, run.scale, device),
+            **_validation_recall(run, material, backbone),
         }
         run.history.append(record)
+        best = next((r for r in run.history if r["epoch"] == run.best_epoch), None)
+        if best is None or _score(record) > _score(best):
+            run.best_epoch, run.best_lora = epoch + 1, _lora_state(run.model)
         _save_checkpoint(
             run.checkpoint,
             {
@@ -368,6 +423,8 @@ def _train_epochs(
                 "lora": _lora_state(run.model),
                 "optimizer": run.optimizer.state_dict(),
                 "history": run.history,
+                "best_epoch": run.best_epoch,
+                "best_lora": run.best_lora,
             },
         )
         _report(progress, epoch + 1, settings.epochs, record)
@@ -384,12 +441,13 @@ def _save_version(
     material: _Material,
     metrics: dict[str, Any],
     seconds: float,
+    embeddings: dict[str, tuple] | None = None,
 ) -> Path:
     """Write the adapter, its evaluation, split and loss curve as one new version folder, atomically."""
     version = workspace.new_version()
     folder = ws.adapters_dir(profile) / version
     meta = {
-        **adapter_identity(backbone, settings.lora()),
+        **adapter_identity(backbone, run.lora),
         "version": version,
         "profile": profile,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -398,6 +456,8 @@ def _save_version(
         "temperature": {"learnable": False, "logit_scale": float(run.scale)},
         "data": material.counts(),
         "history": run.history,
+        "best_epoch": run.best_epoch,
+        "epochs_run": len(run.history),
         "train_seconds": round(seconds, 1),
     }
     with workspace.atomic_dir(folder) as tmp:
@@ -411,7 +471,11 @@ def _save_version(
                 "val_artifacts": sorted({p.artifact_id for p in material.val}),
             },
         )
-        draw_loss_curve(run.history, tmp / "loss_curve.png", f"{profile} · {backbone.name} · LoRA r={settings.rank}")
+        title = f"{profile} · {backbone.name} · LoRA r={settings.rank}"
+        plots.training_curves(run.history, tmp / "loss_curve.png", title, run.best_epoch)
+        if embeddings:
+            panels = [(name, *embeddings[name]) for name in ("base", "adapter")]
+            plots.modality_map(panels, tmp / "modality_gap.png", f"{title}: held-out pictures and texts (PCA)")
     return folder
 
 
@@ -432,16 +496,15 @@ def train_profile(
     checkpoint = ws.adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
-        material = _prepare(pairs, train, val, backbone)
+        material = _prepare(pairs, train, val, backbone, replay=settings.generic_replay > 0)
         run = _start_run(backbone, settings, material, checkpoint, profile)
-        _train_epochs(run, material, settings, backbone.device, progress, on_epoch_end)
-        val_pixels = material.val_pixels()
-        metrics = {
-            "pairs": len(val),
-            "base": encoder_metrics(Encoder(backbone.model, backbone), val, val_pixels),
-            "adapter": encoder_metrics(Encoder(run.model, backbone), val, val_pixels),
-        }
-    folder = _save_version(ws, profile, settings, backbone, run, material, metrics, time.monotonic() - started)
+        _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
+        run.restore_best()
+        embeddings: dict[str, tuple] = {}
+        base, adapted = Encoder(backbone.model, backbone), Encoder(run.model, backbone)
+        metrics = compare(base, adapted, material.val, material.val_pixels(), embeddings)
+    seconds = time.monotonic() - started
+    folder = _save_version(ws, profile, settings, backbone, run, material, metrics, seconds, embeddings)
     shutil.rmtree(checkpoint.parent, ignore_errors=True)
     log.info(
         "adapter %s saved: val t2i r10 %.3f (base %.3f)",

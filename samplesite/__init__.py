@@ -4,7 +4,7 @@
 person's private visual vocabulary; ``content.World`` is the content model a crawl is checked against.
 """
 
-from samplesite.pictures import STYLE_LOOKS, STYLES, SUBJECTS, draw_picture
+from samplesite.pictures import STYLE_CUES, STYLE_LOOKS, STYLES, SUBJECTS, draw_picture
 from samplesite.server import SampleSite
 
-__all__ = ["SampleSite", "STYLES", "STYLE_LOOKS", "SUBJECTS", "draw_picture"]
+__all__ = ["SampleSite", "STYLES", "STYLE_CUES", "STYLE_LOOKS", "SUBJECTS", "draw_picture"]

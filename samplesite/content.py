@@ -192,6 +192,13 @@ POST_TITLES = [
     "{Style}, and a {subject}", "Letters from a {style} morning", "On {subject}s", "Small {style} things",
     "The {style} file", "What the {subject} knew",
 ]
+# The paragraph just before a figure that has neither alt text nor a caption: the only words it gets.
+AROUND_A_FIGURE = [
+    "Here is the {subject} from Tuesday, {style} all the way through.",
+    "Below: a {subject}, and the {style} that made me stop.",
+    "This next one is the {subject} I keep talking about. {Style}, of course.",
+    "The {subject} below was the most {style} thing all week.",
+]
 OTHER_PINNERS = ["juno_k", "lisbeth.a", "oaktree_studio", "harbourlight", "pia_makes", "north_rooms", "tomasz_b"]
 
 
@@ -202,12 +209,18 @@ def slugify(text: str) -> str:
 class _Writer:
     """Texts in a voice: the person always uses her private style words; others mostly do."""
 
-    def __init__(self, rng: random.Random, style_rate: float):
+    def __init__(self, rng: random.Random, style_rate: float, misuse_rate: float = 0.0, noise_rate: float = 0.1):
         self.rng = rng
         self.style_rate = style_rate
+        self.misuse_rate = misuse_rate  # others use her words for other looks now and then
+        self.noise_rate = noise_rate  # captions that say nothing about the picture
 
     def caption(self, style: str, subject: str) -> str:
         r = self.rng
+        if r.random() < self.noise_rate:
+            return r.choice(FILLER)
+        if self.misuse_rate and r.random() < self.misuse_rate:
+            style = r.choice([s for s in STYLES if s != style])
         roll = r.random()
         if roll < self.style_rate * 0.75:
             text = r.choice(STYLE_AND_SUBJECT)
@@ -289,22 +302,30 @@ class World:
         start = datetime(2024, 6, 1, 9, 0, tzinfo=timezone.utc)
         for pub_id, name, sub, domain, authors, n_posts, recs in specs:
             pub = Publication(pub_id, name, sub, domain, authors, recommends=recs)
-            writer = _Writer(rng, 0.95 if pub_id == 2001 else 0.7)
+            writer = _Writer(rng, 0.95, 0.0) if pub_id == 2001 else _Writer(rng, 0.7, 0.15)
             for k in range(n_posts):
                 cover = self._new_picture()
                 title = writer.title(cover.style, cover.subject)
+                paragraphs = writer.prose(cover.style, cover.subject, rng.randint(2, 4))
                 figures = []
                 for f in range(rng.randint(1, 4)):
                     fmt = "png" if (pub_id == 2001 and f == 1 and k % 3 == 0) else "jpg"
                     pic = self._new_picture(fmt=fmt)
+                    if rng.random() < 0.3:  # no alt, no caption: only the paragraph before it says what it is
+                        around = rng.choice(AROUND_A_FIGURE).format(style=pic.style, Style=pic.style.capitalize(),
+                                                                    subject=pic.subject)
+                        while len(paragraphs) <= f:
+                            paragraphs.append(rng.choice(FILLER).capitalize() + ".")
+                        paragraphs[f] = around
+                        figures.append(Figure(self._cdn_url(pic), "", ""))
+                        continue
                     figures.append(Figure(self._cdn_url(pic), writer.caption(pic.style, pic.subject) if rng.random() < 0.8
                                           else f"{pic.subject}", writer.caption(pic.style, pic.subject)))
                 post = Post(
                     id=pub_id * 1000 + k, publication_id=pub_id, slug=f"{slugify(title)}-{k}", title=title,
                     subtitle=writer.caption(cover.style, cover.subject),
                     post_date=_timestamp(start, k, 53 + pub_id % 7).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-                    cover_url=self._cdn_url(cover), figures=figures,
-                    paragraphs=writer.prose(cover.style, cover.subject, rng.randint(2, 4)),
+                    cover_url=self._cdn_url(cover), figures=figures, paragraphs=paragraphs,
                 )
                 pub.posts.append(post)
                 self.posts[post.id] = post
@@ -337,7 +358,7 @@ class World:
         rng = self.rng
         self.pinterest_username = "maralind"
         mara = _Writer(rng, 0.95)
-        others = _Writer(rng, 0.7)
+        others = _Writer(rng, 0.7, misuse_rate=0.15)
         start = datetime(2024, 5, 30, 18, 0, tzinfo=timezone.utc)
         names = [s for s in STYLES] + [f"{s}s" for s in SUBJECTS]
         names += [f"{STYLES[i % len(STYLES)]} {SUBJECTS[(i * 3) % len(SUBJECTS)]}s" for i in range(26 - len(names))]

@@ -3,6 +3,11 @@
 An image is style x subject x jitter. The style names are the words the sample person uses for a look
 that a generic CLIP has no reason to connect with them ("tidewater" for teal horizontal bands), so an
 adapter trained on her corpus has something real to learn. ``STYLE_LOOKS`` says what each word means.
+
+Some words mean a combination: "quiet morning" is grainy *and* warm. Other styles share one of its
+cues ("harbor fog" is grainy and cool, "honey" warm and smooth; "lagoon" is teal like "tidewater",
+in ripples instead of bands), so an adapter that learned one cue per word is caught out.
+``STYLE_CUES`` lists each style's cues, for per-cue precision.
 """
 
 from __future__ import annotations
@@ -18,6 +23,20 @@ STYLE_LOOKS: dict[str, str] = {
     "paper moon": "pale pastel with a big soft circle",
     "static": "high-contrast black and white stripes",
     "greenhouse": "green grid of panes",
+    "harbor fog": "grainy, cool blue-grey",
+    "honey": "warm amber, smooth and clean",
+    "lagoon": "teal concentric ripples",
+}
+STYLE_CUES: dict[str, frozenset[str]] = {
+    "quiet morning": frozenset({"grain", "warm"}),
+    "tidewater": frozenset({"teal", "bands"}),
+    "ember hour": frozenset({"red", "vignette"}),
+    "paper moon": frozenset({"pastel", "circle"}),
+    "static": frozenset({"monochrome", "stripes"}),
+    "greenhouse": frozenset({"green", "grid"}),
+    "harbor fog": frozenset({"grain", "cool"}),
+    "honey": frozenset({"warm", "smooth"}),
+    "lagoon": frozenset({"teal", "ripples"}),
 }
 STYLES: list[str] = list(STYLE_LOOKS)
 SUBJECTS: list[str] = ["kitchen", "window", "cup", "tree", "house", "bicycle", "chair", "boat"]
@@ -82,6 +101,25 @@ def _background(style: str, size: int, rng: random.Random) -> tuple[Image.Image,
             draw.line([k, 0, k, s], fill=line, width=2)
             draw.line([0, k, s, k], fill=line, width=2)
         return img, _jitter(rng, (20, 50, 24), 8)
+    if style == "harbor fog":
+        base = _jitter(rng, (120, 138, 160), 12)
+        img = Image.new("RGB", (s, s), base)
+        grain = Image.frombytes("L", (s, s), rng.randbytes(s * s)).convert("RGB")
+        img = Image.blend(img, grain, 0.24)
+        return img, _jitter(rng, (60, 72, 92), 10)
+    if style == "honey":
+        top, bottom = _jitter(rng, (236, 176, 84), 10), _jitter(rng, (200, 130, 50), 10)
+        ramp = Image.linear_gradient("L").resize((s, s))
+        img = Image.composite(Image.new("RGB", (s, s), bottom), Image.new("RGB", (s, s), top), ramp)
+        return img, _jitter(rng, (120, 70, 20), 8)
+    if style == "lagoon":
+        img = Image.new("RGB", (s, s), _jitter(rng, (0, 128, 128), 12))
+        draw = ImageDraw.Draw(img)
+        cx, cy = s * rng.uniform(0.3, 0.7), s * rng.uniform(0.3, 0.7)
+        light = _jitter(rng, (64, 196, 190), 10)
+        for r in range(rng.randint(4, 8), s, rng.randint(9, 13)):
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=light, width=3)
+        return img, _jitter(rng, (230, 245, 240), 10)
     raise ValueError(f"unknown style {style!r}; styles are {STYLES}")
 
 

@@ -3,6 +3,8 @@ fast refusal when the hub cannot be had."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import time
@@ -13,12 +15,12 @@ import torch
 from PIL import Image
 
 from qualia.backbone import load_backbone, register_model_configs, state_dict_sha256
-from qualia.config import TINY_BACKBONE
+from qualia.config import TINY_BACKBONE, TINY_PRETRAINED
 from qualia.errors import BackboneUnavailable
 
 
 def test_tiny_backbone_loads_frozen_with_its_tools(tiny):
-    assert tiny.name == TINY_BACKBONE and tiny.pretrained == "random-seed0"
+    assert tiny.name == TINY_BACKBONE and tiny.pretrained == TINY_PRETRAINED
     assert tiny.embed_dim == 128 and tiny.image_size == 64
     assert not tiny.model.training
     assert not any(p.requires_grad for p in tiny.model.parameters())
@@ -101,3 +103,40 @@ def test_model_configs_register_once():
     register_model_configs()
     assert open_clip.list_models().count(TINY_BACKBONE) == 1
     assert open_clip.get_model_config(TINY_BACKBONE)["vision_cfg"]["image_size"] == 64
+
+
+def test_the_stand_in_ships_in_the_package_and_is_the_default(tiny):
+    from qualia.backbone import SHIPPED_WEIGHTS_DIR, shipped_weights
+
+    path = shipped_weights(TINY_BACKBONE, TINY_PRETRAINED)
+    assert path is not None and path.parent == SHIPPED_WEIGHTS_DIR and path.stat().st_size <= 20 * 2**20
+    card = json.loads((SHIPPED_WEIGHTS_DIR / f"{TINY_BACKBONE}-{TINY_PRETRAINED}.json").read_text())
+    assert card["weights_sha256"] == tiny.weights_sha256  # what was measured is what loads
+    assert load_backbone(TINY_BACKBONE, "random-seed0").weights_sha256 != tiny.weights_sha256
+
+
+def test_shipped_weights_that_fail_their_checksum_are_refused(tmp_path, monkeypatch):
+    from qualia import backbone as module
+
+    copy = tmp_path / "weights"
+    shutil.copytree(module.SHIPPED_WEIGHTS_DIR, copy)
+    target = copy / f"{TINY_BACKBONE}-{TINY_PRETRAINED}.safetensors"
+    data = bytearray(target.read_bytes())
+    data[-100] ^= 0xFF
+    target.write_bytes(bytes(data))
+    monkeypatch.setattr(module, "SHIPPED_WEIGHTS_DIR", copy)
+    with pytest.raises(BackboneUnavailable, match="fails its checksum") as caught:
+        load_backbone(TINY_BACKBONE)
+    assert "reinstall" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_the_stand_in_knows_generic_words_and_keeps_unseen_words_apart(tiny):
+    from qualia.pretrain import evaluate_standin
+
+    random_init = evaluate_standin(load_backbone(TINY_BACKBONE, "random-seed0"))
+    standin = evaluate_standin(tiny)
+    for direction in ("t2i", "i2t"):
+        assert standin[direction]["r10"] >= 0.3 and standin[direction]["r10"] >= 5 * random_init[direction]["r10"]
+    # the collapse gate: invented words it never saw stay at least as far apart as at random init
+    assert standin["nonce_cosine"] <= random_init["nonce_cosine"] + 0.05

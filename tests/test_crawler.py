@@ -207,7 +207,13 @@ def test_items_keep_their_path_text_and_special_images(site: SampleSite, full: d
         assert record["via"]["relation"] == "publishes" and record["degree"] == 1
         assert post.paragraphs[0] in record["text"]
         body = [i for i in record["images"] if i["role"] == "body"]
-        assert [(i["alt"], i["caption"]) for i in body] == [(f.alt, f.caption) for f in post.figures]
+        assert [(i["alt"], i["caption"]) for i in body] == [(f.alt or None, f.caption or None) for f in post.figures]
+        # a figure with neither alt nor caption keeps the paragraphs around it
+        bare = next(p for p in site.world.posts.values()
+                    if not p.paid and any(not f.alt and not f.caption for f in p.figures))
+        position = next(k for k, f in enumerate(bare.figures) if not f.alt and not f.caption)
+        refs = {i["url"]: i for i in c.item(f"substack:post:{bare.id}")["images"]}
+        assert bare.paragraphs[position] in refs[site.url(bare.figures[position].url)]["context"]
         # Reached both by recommendation (degree 2) and subscription (degree 1): the closer path wins.
         assert c.item("substack:publication:2002")["degree"] == 1
         assert c.counts()["edges_by_relation"]["related"] > 100

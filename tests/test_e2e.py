@@ -51,6 +51,9 @@ def test_corpus_counts_are_what_the_site_implies(flow: dict[str, Any]) -> None:
     assert counts["images"] == expected["images"]
     assert "3" not in counts["by_degree"]
     assert counts["pairs"] > 200 and counts["edges"] > 0
+    # figures with neither alt nor caption are paired with the paragraphs around them
+    assert counts["pairs_by_text_source"]["context"] > 10
+    assert sum(counts["pairs_by_text_source"].values()) == counts["pairs"]
 
 
 def test_degree_three_is_absent_and_shared_picture_stored_once(flow: dict[str, Any]) -> None:
@@ -85,6 +88,25 @@ def test_adapter_beats_frozen_backbone_on_held_out_pairs(flow: dict[str, Any]) -
     for direction in ("t2i", "i2t"):
         for k, value in report["adapter"][direction].items():
             assert abs(trained["adapter"][direction][k] - value) <= 0.05
+
+
+def test_over_the_stand_in_the_adapter_learns_her_words_and_keeps_the_generic_ones(flow: dict[str, Any]) -> None:
+    """Issue 7's persona figures over the stand-in. Targets: t2i R@10 +0.30, gap halved, retention 0.95;
+    measured (docs/benchmarks.md) +0.31, -70 %, 0.945. Asserted here with a margin below the measured
+    figures, so a regression fails and seed noise does not: +0.22, halved, 0.90."""
+    report = json.loads(flow["eval"].stdout)
+    base, adapter = report["base"], report["adapter"]
+    assert adapter["t2i"]["r10"] - base["t2i"]["r10"] >= 0.22, (base["t2i"], adapter["t2i"])
+    assert adapter["gap"] <= 0.5 * base["gap"], (base["gap"], adapter["gap"])
+    assert adapter["retention"] >= 0.90, adapter["generic"]
+    for side in (base, adapter):
+        for mixed in ("mixed", "mixed_centered"):
+            assert set(side[mixed]) == {"image_share", "r10"} and 0 <= side[mixed]["image_share"] <= 1
+    manifest = json.loads(flow["index"].stdout)
+    assert manifest["adapter_version"] == json.loads(flow["train"].stdout)["adapter_version"]
+    assert bool(manifest["centering"]) == (
+        (adapter["mixed_centered"]["r10"], adapter["mixed_centered"]["image_share"])
+        >= (adapter["mixed"]["r10"], adapter["mixed"]["image_share"]))
 
 
 def test_cli_search_answers_from_the_index(flow: dict[str, Any]) -> None:

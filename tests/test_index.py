@@ -209,3 +209,52 @@ def test_killed_mid_write_leaves_no_visible_version(built: dict[str, Any]) -> No
     # the next write clears what the killed one left (its writer is gone)
     rebuilt = build_index(ws, profile, built["encoder"], None)
     assert [p.name for p in ws.index_dir(profile).iterdir()] == [rebuilt.name]
+
+
+def test_centered_index_records_its_means_and_centers_queries_the_same_way(built: dict[str, Any]) -> None:
+    encoder = built["encoder"]
+    folder = build_index(built["ws"], PROFILE, encoder, None, centering=True)
+    index = ProfileIndex.load(folder)
+    means = index.manifest["centering"]
+    assert set(means) == {"image", "text"} and all(len(v) == index.dim for v in means.values())
+    assert built["index"].manifest["centering"] is None
+    with open_corpus(built["ws"], PROFILE) as corpus:
+        occurrence = corpus.image_occurrences()[0]
+    raw = encoder.encode_images([open_image(occurrence.image_path)])[0]
+    query = index.query_vector(raw, "image")
+    expected = raw - np.asarray(means["image"], dtype=np.float32)
+    assert query == pytest.approx(expected / np.linalg.norm(expected), abs=1e-5)
+    hits = index.search(query, k=1, modality="image")
+    assert hits[0]["id"] == f"img-{occurrence.sha256}" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # the centered rows have their modality's centre at the origin: the two clouds share a centre
+    vectors = index.index.reconstruct_n(0, index.index.ntotal)
+    start, stop = index.manifest["rows"]["image"]
+    assert np.linalg.norm(vectors[start:stop].mean(0)) < np.linalg.norm(np.asarray(means["image"]))
+
+
+def test_damaged_centering_is_refused(built: dict[str, Any], tmp_path: Path) -> None:
+    copy = tmp_path / "idx"
+    shutil.copytree(built["folder"], copy)
+    manifest = json.loads((copy / MANIFEST_FILE).read_text())
+    manifest["centering"] = {"image": [0.0, 1.0], "text": [0.0]}
+    (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptIndex, match="centering"):
+        ProfileIndex.load(copy)
+
+
+@pytest.mark.slow
+def test_search_right_after_a_crawl_with_the_base_alone(ws: Workspace) -> None:
+    from tests.helpers import run_qualia
+
+    write_sample_corpus(ws.root)
+    refused = run_qualia("index", PROFILE, "--backbone", "qualia-tiny")
+    assert refused.returncode != 0 and "adapter none" in refused.stderr
+    out = run_qualia("index", PROFILE, "--adapter", "none", "--backbone", "qualia-tiny", "--json")
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads(out.stdout)
+    assert manifest["adapter_version"] is None and manifest["backbone"] == "qualia-tiny"
+    assert manifest["centering"] is not None  # the base's default, as measured
+    found = run_qualia("search", PROFILE, "tide pool", "--k", "3", "--json")
+    assert found.returncode == 0, found.stderr
+    body = json.loads(found.stdout)
+    assert len(body["results"]) == 3

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from qualia.backbone import load_backbone, state_dict_sha256
-from qualia.config import TINY_BACKBONE, LoraSettings
+from qualia.config import TINY_BACKBONE, TINY_PRETRAINED, LoraSettings
 from qualia.embed import Encoder, open_image
 from qualia.errors import AdapterMismatch, CorruptArtifact, InvalidArgument, InvalidImage
 from qualia.lora import adapter_identity, attach_lora, load_adapter, read_adapter_meta, save_adapter
@@ -81,7 +81,7 @@ def test_adapter_on_other_base_weights_is_refused(tiny, tmp_path):
         load_adapter(other, tmp_path / "a")
     message = str(caught.value)
     assert tiny.weights_sha256[:16] in message and other.weights_sha256[:16] in message
-    assert "random-seed0" in message and "random-seed1" in message
+    assert TINY_PRETRAINED in message and "random-seed1" in message
 
 
 def test_folder_without_metadata_is_not_an_adapter(tiny, tmp_path):

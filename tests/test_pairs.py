@@ -111,3 +111,29 @@ def test_split_keeps_both_sides_non_empty_and_checks_its_fraction():
     assert train and val
     with pytest.raises(InvalidArgument, match="val_fraction"):
         split_pairs(_synthetic(5), 1.0)
+
+
+def test_a_bare_figure_pairs_with_the_paragraphs_around_it_at_lower_weight(corpus):
+    corpus.store_image("http://x/bare.png", _png((0, 90, 90)))
+    corpus.add_image_ref("substack:post:9", "http://x/bare.png", "body", alt="", caption=None, position=3,
+                         context="Here is the boat from Tuesday, tidewater all the way through.")
+    corpus.store_image("http://x/both.png", _png((90, 0, 90)))
+    corpus.add_image_ref("substack:post:9", "http://x/both.png", "body", alt="a boat", caption=None, position=4,
+                         context="More soon.")
+    corpus.commit()
+    pairs = corpus_pairs(corpus)
+    bare = [p for p in pairs if p.image_sha256 == corpus.image_sha256("http://x/bare.png")]
+    assert [(p.text, p.text_source, p.weight) for p in bare] == [
+        ("Here is the boat from Tuesday, tidewater all the way through.", "context", 0.5)]
+    both = {p.text_source: p for p in pairs if p.image_sha256 == corpus.image_sha256("http://x/both.png")}
+    assert both["alt"].weight == 1.0 and both["context"].weight == 0.5 and both["context"].text == "More soon."
+
+
+def test_corpus_summary_counts_pairs_by_where_their_words_came_from(corpus):
+    from qualia.pairs import corpus_summary
+
+    summary = corpus_summary(corpus)
+    assert summary["pairs_by_text_source"] == {"alt": 1, "caption": 1, "pin": 1, "title": 1}
+    assert sum(summary["pairs_by_text_source"].values()) == summary["pairs"]
+    assert summary["pairs_by_degree"]["2"] == {"pairs": 1, "weight": 0.5}
+    assert summary["pair_weights"]["by_degree"]["2"] == 0.5 and summary["pair_weights"]["context_factor"] == 0.5

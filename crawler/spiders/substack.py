@@ -138,8 +138,8 @@ class SubstackSpider(CorpusSpider):
         body_text = None
         if complete and isinstance(post.get("body_html"), str):
             body_text, figures = self.read_body(post["body_html"])
-            images += [ImageRef(url, "body", alt, caption, position=i + 1) for i, (url, alt, caption) in
-                       enumerate(figures)]
+            images += [ImageRef(url, "body", alt, caption, position=i + 1, context=context)
+                       for i, (url, alt, caption, context) in enumerate(figures)]
         data = {k: post.get(k) for k in ("id", "slug", "subtitle", "audience", "publication_id", "canonical_url")}
         data.update(paywalled=paywalled, truncated=paywalled and complete)
         record = Record(
@@ -160,16 +160,22 @@ class SubstackSpider(CorpusSpider):
         if post is not None:
             yield from self.post(post, response.meta, complete=True)
 
-    def read_body(self, body_html: str) -> tuple[str | None, list[tuple[str, str | None, str | None]]]:
-        """Plain text of a post body, and its images as (src, alt, figcaption)."""
+    def read_body(self, body_html: str) -> tuple[str | None, list[tuple[str, str | None, str | None, str | None]]]:
+        """Plain text of a post body, and its images as (src, alt, figcaption, the paragraphs just before
+        and after the figure)."""
         sel = Selector(text=f"<html><body>{body_html}</body></html>")
         text = join_lines(" ".join(sel.xpath(
             "//body//text()[not(ancestor::figure) and not(ancestor::script) and not(ancestor::style)]").getall()))
-        figures: dict[str, tuple[str, str | None, str | None]] = {}
+        figures: dict[str, tuple[str, str | None, str | None, str | None]] = {}
         for img in sel.css("img"):
             src = img.attrib.get("src")
             if not is_web_url(src) or src in figures:
                 continue
             caption = join_lines(" ".join(img.xpath("ancestor::figure[1]//figcaption//text()").getall()))
-            figures[src] = (src, join_lines(img.attrib.get("alt")), caption)
+            # the block the figure sits in (Substack wraps it in a div); its neighbours are the post's paragraphs
+            block = (img.xpath("ancestor::div[contains(@class, 'captioned-image-container')][1]")
+                     or img.xpath("ancestor::figure[1]") or [img])[-1]
+            before = " ".join(block.xpath("preceding-sibling::p[1]//text()").getall())
+            after = " ".join(block.xpath("following-sibling::p[1]//text()").getall())
+            figures[src] = (src, join_lines(img.attrib.get("alt")), caption, join_lines(before, after))
         return text, list(figures.values())

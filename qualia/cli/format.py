@@ -27,22 +27,31 @@ def format_counts(counts: dict[str, Any]) -> str:
         f"by degree  {'  '.join(f'{d}: {n}' for d, n in sorted(counts['by_degree'].items()))}",
         f"by kind    {'  '.join(f'{k}: {n}' for k, n in sorted(counts.get('by_kind', {}).items()))}",
         f"images     {counts['images']:>6}  (from {counts.get('image_urls', 0)} URLs)",
-        f"pairs      {counts['pairs']:>6}",
+        f"pairs      {counts['pairs']:>6}  "
+        f"({', '.join(f'{n} from {s}' for s, n in counts.get('pairs_by_text_source', {}).items())})",
         f"edges      {counts['edges']:>6}",
     ]
     return "\n".join(lines)
 
 
 def format_eval(report: dict[str, Any]) -> str:
-    header = f"{'':10}{'t2i r@1':>9}{'r@5':>7}{'r@10':>7}{'i2t r@1':>10}{'r@5':>7}{'r@10':>7}{'gap':>8}"
+    header = (f"{'':10}{'t2i r@1':>9}{'r@5':>7}{'r@10':>7}{'i2t r@1':>10}{'r@5':>7}{'r@10':>7}{'gap':>8}"
+              f"{'mixed pics':>12}{'r@10':>7}{'centered':>10}{'r@10':>7}")
     lines = [f"held-out pairs: {report['pairs']}", header]
     for name in ("base", "adapter"):
         m = report[name]
         t, i = m["t2i"], m["i2t"]
+        mixed, centered = m.get("mixed", {}), m.get("mixed_centered", {})
         lines.append(
             f"{name:10}{t['r1']:9.3f}{t['r5']:7.3f}{t['r10']:7.3f}"
             f"{i['r1']:10.3f}{i['r5']:7.3f}{i['r10']:7.3f}{m['gap']:8.3f}"
+            f"{mixed.get('image_share', 0):12.2f}{mixed.get('r10', 0):7.3f}"
+            f"{centered.get('image_share', 0):10.2f}{centered.get('r10', 0):7.3f}"
         )
+    if "retention" in report.get("adapter", {}):
+        generic = report["adapter"].get("generic", {}).get("t2i", {})
+        lines.append(f"generic retrieval kept: {report['adapter']['retention']:.2f} "
+                     f"(held-out generic t2i r@10 with the adapter {generic.get('r10', 0):.3f})")
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from crawler.options import add_crawl_arguments
 from qualia import __version__
 from qualia.cli.format import emit, format_counts, format_eval, format_results
-from qualia.config import TrainSettings
+from qualia.config import TINY_BACKBONE, PretrainSettings, TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
 from qualia.housekeeping import DEFAULT_KEEP, collect
 from qualia.workspace import Workspace, check_profile_name
@@ -78,7 +78,8 @@ def cmd_corpus(ws: Workspace, args: argparse.Namespace) -> int:
 
 def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     ws.require(args.profile, "corpus")
-    given = {name: getattr(args, name) for name in ("backbone", "pretrained", "epochs", "rank", "device")}
+    given = {name: getattr(args, name)
+             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "train_tokens", "device")}
     settings = TrainSettings(**given)
 
     from qualia.train import train_profile
@@ -126,14 +127,24 @@ def cmd_eval(ws: Workspace, args: argparse.Namespace) -> int:
 
 
 def cmd_index(ws: Workspace, args: argparse.Namespace) -> int:
-    ws.adapter(args.profile, args.adapter)
+    if args.adapter != "none":
+        if args.backbone or args.pretrained:
+            raise InvalidArgument("--backbone and --pretrained go with --adapter none; an adapter knows its own backbone")
+        ws.adapter(args.profile, args.adapter)
+    else:
+        ws.require(args.profile, "corpus")
 
     from qualia.index import index_profile
 
-    folder = index_profile(ws, args.profile, args.adapter, progress=_progress())
+    centering = {"auto": None, "on": True, "off": False}[args.centering]
+    folder = index_profile(ws, args.profile, args.adapter, progress=_progress(), backbone=args.backbone,
+                           pretrained=args.pretrained, centering=centering)
     _prune(ws, args.profile)
     manifest = json.loads((folder / "manifest.json").read_text())
-    emit(manifest, args.json, f"index {folder.name}: {manifest['count']} vectors of dim {manifest['dim']}")
+    adapter = manifest.get("adapter_version") or "none (the backbone alone)"
+    centered = "centered" if manifest.get("centering") else "not centered"
+    emit(manifest, args.json,
+         f"index {folder.name}: {manifest['count']} vectors of dim {manifest['dim']}, adapter {adapter}, {centered}")
     return 0
 
 
@@ -239,6 +250,27 @@ def cmd_keys_revoke(ws: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pretrain(ws: Workspace, args: argparse.Namespace) -> int:
+    names = [f.name for f in dataclasses.fields(PretrainSettings)]
+    settings = PretrainSettings(**{n: getattr(args, n) for n in names})
+    if not args.out.parent.is_dir():
+        raise InvalidArgument(f"--out {args.out}: folder {args.out.parent} does not exist")
+
+    from qualia.pretrain import pretrain
+
+    report = pretrain(args.out, settings, progress=_progress())
+    figures = report["held_out"]
+    human = (
+        f"wrote {args.out} ({report['bytes']} bytes, sha256 {report['sha256'][:12]}…) in {report['seconds']:.0f} s\n"
+        f"held-out generic t2i r10 {figures['pretrained']['t2i']['r10']:.3f} "
+        f"(random init {figures['random_init']['t2i']['r10']:.3f}); "
+        f"unseen-word cosine {figures['pretrained']['nonce_cosine']:.2f} "
+        f"(random init {figures['random_init']['nonce_cosine']:.2f})"
+    )
+    emit(report, args.json, human)
+    return 0
+
+
 def cmd_demo(ws: Workspace, args: argparse.Namespace) -> int:
     from qualia.cli.demo import run_demo
 
@@ -300,14 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flag(sp, "backbone", "NAME")
     _train_flag(sp, "pretrained", "TAG|PATH")
     _train_flag(sp, "epochs", "N", type=int)
+    _train_flag(sp, "patience", "N", type=int)
     _train_flag(sp, "rank", "R", type=int)
+    sp.add_argument("--train-tokens", dest="train_tokens", action=argparse.BooleanOptionalAction, default=True,
+                    help={f.name: f for f in dataclasses.fields(TrainSettings)}["train_tokens"].metadata["help"])
     _train_flag(sp, "device", "DEVICE", choices=("cpu", "cuda"))
 
     sp = command(sub, "eval", cmd_eval, "held-out recall@k and modality gap, frozen backbone vs adapter")
     sp.add_argument("--adapter", default=None, metavar="VER", help="adapter version (default: the newest)")
 
     sp = command(sub, "index", cmd_index, "embed the corpus with backbone + adapter into a FAISS index")
-    sp.add_argument("--adapter", default=None, metavar="VER", help="adapter version (default: the newest)")
+    sp.add_argument("--adapter", default=None, metavar="VER|none",
+                    help="adapter version (default: the newest); none: the backbone alone, to search right after a crawl")
+    sp.add_argument("--backbone", default=None, metavar="NAME",
+                    help="with --adapter none: open_clip model name, or qualia-tiny (default: as `train`)")
+    sp.add_argument("--pretrained", default=None, metavar="TAG|PATH", help="with --adapter none: hub tag or weights file")
+    sp.add_argument("--centering", choices=("auto", "on", "off"), default="auto",
+                    help="subtract each modality's mean so words find pictures too; auto: as the adapter's evaluation says")
 
     sp = command(sub, "gc", cmd_gc, "remove leftovers of interrupted writes and versions nothing needs")
     sp.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
@@ -331,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     command(keys_sub, "list", cmd_keys_list, "list keys by their public prefix and profile", profile=False)
     sp = command(keys_sub, "revoke", cmd_keys_revoke, "delete the key with this prefix", profile=False)
     sp.add_argument("prefix", metavar="PREFIX", help="the key's prefix as `qualia keys list` shows it")
+
+    sp = command(sub, "pretrain", cmd_pretrain, f"pre-train the {TINY_BACKBONE} stand-in on procedural pictures "
+                 "(a one-time job for the project's developers; its weights ship in the package)", profile=False)
+    sp.add_argument("--out", type=Path, required=True, metavar="PATH",
+                    help="weights file to write (.safetensors; a .json report goes beside it)")
+    for spec in dataclasses.fields(PretrainSettings):
+        sp.add_argument(f"--{spec.name.replace('_', '-')}", dest=spec.name, type=type(spec.default),
+                        default=spec.default, help=spec.metadata["help"])
 
     sp = command(sub, "demo", cmd_demo, "run the whole job offline on the bundled sample site", profile=False)
     sp.add_argument("--profile", default="demo", help="profile to build (rebuilt from scratch)")
