@@ -34,6 +34,7 @@ from qualia.backbone import Backbone, load_backbone
 from qualia.corpus import Corpus
 from qualia.embed import Encoder, open_image
 from qualia.errors import CorruptArtifact, InvalidArgument, InvalidImage, NotEnoughData, NotFound
+from qualia.index import centered
 from qualia.lora import usable_adapter
 from qualia.pairs import Pair, corpus_pairs
 
@@ -114,11 +115,6 @@ def retrieval_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequen
 def unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Per-modality centering: ``vectors`` minus their modality's ``mean``, re-normalized."""
-    return unit(np.asarray(vectors, dtype=np.float32) - mean[None, :])
 
 
 def mixed_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair], k: int = 10) -> dict[str, float]:

@@ -228,8 +228,8 @@ def choose_centering(evaluation: dict[str, Any] | None) -> bool:
     share of pictures). No evaluation (the base alone): center, as measured in docs/benchmarks.md."""
     if not evaluation or "mixed" not in evaluation or "mixed_centered" not in evaluation:
         return True
-    plain, centered = evaluation["mixed"], evaluation["mixed_centered"]
-    return (centered["r10"], centered["image_share"]) >= (plain["r10"], plain["image_share"])
+    plain, shifted = evaluation["mixed"], evaluation["mixed_centered"]
+    return (shifted["r10"], shifted["image_share"]) >= (plain["r10"], plain["image_share"])
 
 
 def index_profile(
@@ -289,7 +289,7 @@ def build_index(
     if centering:
         means = {m: v.mean(axis=0) if len(v) else np.zeros(encoder.dim, np.float32)
                  for m, v in (("image", image_vectors), ("text", text_vectors))}  # fmt: skip
-        image_vectors, text_vectors = _centered(image_vectors, means["image"]), _centered(text_vectors, means["text"])
+        image_vectors, text_vectors = centered(image_vectors, means["image"]), centered(text_vectors, means["text"])
     vectors = np.concatenate([image_vectors, text_vectors])
     n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
     # (n_total, dim) float32
@@ -327,10 +327,11 @@ def build_index(
     return final
 
 
-def _centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    out = np.ascontiguousarray(vectors - mean[None, :], dtype=np.float32)
-    faiss.normalize_L2(out)
-    return out
+def centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """Per-modality centering: (n, d) ``vectors`` minus their modality's (d,) ``mean``, re-normalized
+    (a row at the mean stays zero rather than dividing by zero)."""
+    out = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32) - mean[None, :], dtype=np.float32)
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 # -- reading --------------------------------------------------------------------------------------
@@ -401,7 +402,7 @@ class ProfileIndex:
         centering = self.manifest.get("centering")
         if not centering:
             return vector[0]
-        return _centered(vector, np.asarray(centering[modality], dtype=np.float32))[0]
+        return centered(vector, np.asarray(centering[modality], dtype=np.float32))[0]
 
     def row(self, row_id: str) -> dict[str, Any] | None:
         return self._row_by_id.get(row_id)

@@ -32,6 +32,7 @@ from qualia.backbone import Backbone, load_backbone, state_dict_sha256
 from qualia.config import TINY_BACKBONE, PretrainSettings
 from qualia.embed import Encoder
 from qualia.generic import generic_pixels, generic_retrieval, nonce_collapse
+from qualia.train import save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +149,7 @@ def pretrain(out: Path, settings: PretrainSettings, progress: bool = False) -> d
             log.info("step %d/%d loss %.4f", step + 1, settings.steps, history[-1]["loss"])
             state = {"recipe": recipe, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": step + 1, "history": history, "seconds": time.monotonic() - began}  # fmt: skip
-            buffer = _to_bytes(state)
-            workspace.atomic_write_bytes(checkpoint, buffer)
+            save_checkpoint(checkpoint, state)
     if bar is not None:
         bar.close()
     model.eval()
@@ -175,14 +175,6 @@ def pretrain(out: Path, settings: PretrainSettings, progress: bool = False) -> d
     workspace.atomic_write_json(out.with_name(out.stem + ".json"), report)
     checkpoint.unlink(missing_ok=True)
     return report
-
-
-def _to_bytes(state: dict[str, Any]) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
 
 
 def _bar(progress: bool, total: int, start: int):

@@ -172,7 +172,8 @@ def _lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``state`` as one torch file at ``path``, written atomically (a kill leaves the old one or none)."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     workspace.atomic_write_bytes(path, buffer.getvalue())
@@ -415,7 +416,7 @@ def _train_epochs(
         best = next((r for r in run.history if r["epoch"] == run.best_epoch), None)
         if best is None or _score(record) > _score(best):
             run.best_epoch, run.best_lora = epoch + 1, _lora_state(run.model)
-        _save_checkpoint(
+        save_checkpoint(
             run.checkpoint,
             {
                 "fingerprint": run.fingerprint,

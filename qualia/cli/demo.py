@@ -58,14 +58,14 @@ def format_cues(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def what_changed(report: dict[str, Any]) -> str:
-    """The demo's last sentence: what the adapter changed, in plain words."""
+def what_changed(report: dict[str, Any], centered: bool) -> str:
+    """The demo's last sentence: what the adapter changed, in plain words (``centered``: whether the
+    index centers, so which mixed-search figure a person sees)."""
     base, adapter = report["base"], report["adapter"]
     ratio = adapter["gap"] / base["gap"] if base["gap"] else 1.0
     gap = ("gap halved" if 0.4 <= ratio <= 0.6 else f"gap cut by {1 - ratio:.0%}" if ratio < 1
            else f"gap grew by {ratio - 1:.0%}")
-    mixed = adapter.get("mixed_centered") if adapter.get("centered") else adapter.get("mixed")
-    pictures = round(10 * (mixed or adapter.get("mixed", {})).get("image_share", 0.0))
+    pictures = round(10 * adapter["mixed_centered" if centered else "mixed"]["image_share"])
     return (f"text→image recall@10 {base['t2i']['r10']:.2f} → {adapter['t2i']['r10']:.2f}, {gap} "
             f"({base['gap']:.2f} → {adapter['gap']:.2f}), generic retrieval kept at {adapter.get('retention', 1.0):.2f}, "
             f"pictures now {pictures} of the top 10 for a text query")
@@ -143,7 +143,7 @@ def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as
 
     timings["total_s"] = time.perf_counter() - started
     say(as_json, "\n" + "  ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    say(as_json, "\nWhat the adapter changed: " + what_changed({**report, "adapter": {**report["adapter"], "centered": centered}}) + ".")
+    say(as_json, "\nWhat the adapter changed: " + what_changed(report, centered) + ".")
     say(as_json, f"\nNext: `QUALIA_HOME={ws.root} qualia serve` and open http://127.0.0.1:8000/docs")
     if as_json:
         sys.stdout.write(json.dumps({"profile": profile, "corpus": counts, "eval": report, "adapter": adapter.name,
