@@ -2,8 +2,9 @@
 
 Crawls the bundled sample site once into a scratch workspace, then trains one adapter per variant on
 the same corpus and split, and prints one JSON object: per variant the held-out evaluation (t2i/i2t
-recall@1/5/10, gap, mixed search as is and centered, generic retrieval and retention), per-cue
-precision@10 on held-out pictures, best epoch and wall times; plus the corpus's pairs by source.
+recall@1/5/10, gap, mixed search four ways, generic retrieval and retention), per-cue precision@10 on
+held-out pictures, mixed search in the whole index as ``qualia index`` builds it, best epoch and wall
+times; plus the corpus's pairs by source.
 
     .venv/bin/python benchmarks/persona_quality.py [--variants standin,random,tokens] [--out results.json]
 
@@ -28,7 +29,10 @@ from crawler.run import crawl
 from qualia.cli.demo import persona_figures
 from qualia.config import TINY_BACKBONE, TINY_PRETRAINED, TrainSettings
 from qualia.corpus import Corpus
+from qualia.evaluate import validation_pairs
+from qualia.index import ProfileIndex, image_id, index_profile, text_id
 from qualia.pairs import corpus_summary
+from qualia.search import ProfileSearcher
 from qualia.train import train_profile
 from qualia.workspace import Workspace
 from samplesite import SampleSite
@@ -41,6 +45,38 @@ VARIANTS = {
     "random": {"pretrained": "random-seed0"},
     "random-textneg": {"pretrained": "random-seed0", "text_negatives": 1.0},
 }
+
+
+def whole_index_search(ws: Workspace, profile: str, adapter: Path, k: int = 10) -> dict:
+    """What ``modality: any`` does in the index a person searches (every picture and text of the corpus,
+    built the way ``qualia index`` chooses): each distinct held-out text as a query, its own row left
+    out; share of pictures in the top ``k``, recall@k of its paired picture, and recall@k and @k/2 in a
+    pictures-only search of that index."""
+    searcher = ProfileSearcher.from_folder(ws, profile, index_profile(ws, profile, adapter.name))
+    index: ProfileIndex = searcher.index
+    own: dict[str, set[str]] = {}
+    for pair in validation_pairs(ws, profile, adapter):
+        own.setdefault(pair.text, set()).add(image_id(pair.image_sha256))
+    shares, mixed_hits, picture_hits, picture_hits_5 = [], [], [], []
+    for words, pictures in own.items():
+        query = index.query_vector(searcher.encoder.encode_texts([words])[0], "text")
+        found = [r for r in index.search(query, k + 1, "any", query_modality="text") if r["id"] != text_id(words)][:k]
+        shares.append(sum(r["modality"] == "image" for r in found) / k)
+        mixed_hits.append(any(r["id"] in pictures for r in found))
+        ranked = [r["id"] for r in index.search(query, k, "image")]
+        picture_hits.append(any(i in pictures for i in ranked))
+        picture_hits_5.append(any(i in pictures for i in ranked[: k // 2]))
+    return {
+        "centering": bool(index.manifest["centering"]),
+        "calibration": bool(index.manifest["calibration"]),
+        "queries": len(own),
+        "pictures": index.manifest["count_by_modality"]["image"],
+        "texts": index.manifest["count_by_modality"]["text"],
+        "image_share": sum(shares) / len(shares),
+        "r10": sum(mixed_hits) / len(mixed_hits),
+        "picture_only_r10": sum(picture_hits) / len(picture_hits),
+        "picture_only_r5": sum(picture_hits_5) / len(picture_hits_5),  # the most a half-pictures top 10 can hold
+    }
 
 
 def main() -> int:
@@ -86,6 +122,7 @@ def main() -> int:
             "epochs_run": meta["epochs_run"],
             "eval": json.loads((adapter / "metrics.json").read_text()),
             "cues": persona_figures(ws, profile, adapter, site_base, world),
+            "whole_index": whole_index_search(ws, profile, adapter),
         }
         print(f"{name}: {seconds:.0f} s", file=sys.stderr)
     text = json.dumps(results, indent=1, sort_keys=True)

@@ -83,6 +83,11 @@ class TrainSettings:
         metadata={"help": "generic procedural pairs mixed into each batch, so the adapter keeps what the "
                           "backbone knew (0 turns it off)"},
     )
+    generic_anchor: float = field(
+        default=10.0,
+        metadata={"help": "weight of a term keeping the generic pairs' embeddings where the backbone put them "
+                          "(1 - cosine to the frozen backbone's), beside generic_replay; 0 turns it off"},
+    )
     train_tokens: bool = field(
         default=True,
         metadata={"help": "also train the input embeddings of the word pieces in the person's texts (peft trainable tokens)"},

@@ -10,6 +10,8 @@ mixed  what a person sees searching words over pictures and texts together (``mo
      ``image_share`` is the share of pictures in its top 10, ``r10`` whether its own picture is there.
      ``mixed_centered`` is the same after per-modality centering (each modality's mean subtracted,
      then re-normalized: the index's option); the means come from the validation embeddings themselves.
+     ``mixed_calibrated`` and ``mixed_centered_calibrated`` add the index's other option, the pictures'
+     scores shifted by ``index.modality_bias`` of this gallery. The index is built the best way.
 generic  recall on the held-out procedural set (``qualia.generic``); ``retention`` = the adapter's
      generic recall / the base's.
 Ties count against the query (a model that maps everything to one point scores 0, not 1).
@@ -34,7 +36,7 @@ from qualia.backbone import Backbone, load_backbone
 from qualia.corpus import Corpus
 from qualia.embed import Encoder, open_image
 from qualia.errors import CorruptArtifact, InvalidArgument, InvalidImage, NotEnoughData, NotFound
-from qualia.index import centered
+from qualia.index import MIXED_VARIANTS, centered, modality_bias
 from qualia.lora import usable_adapter
 from qualia.pairs import Pair, corpus_pairs
 
@@ -117,9 +119,13 @@ def unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def mixed_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair], k: int = 10) -> dict[str, float]:
+def mixed_metrics(
+    text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair], k: int = 10, calibrated: bool = False
+) -> dict[str, float]:
     """Texts as queries over pictures and texts together: share of pictures in the top ``k`` and
-    recall@k of the paired picture. ``image_emb`` is (n_unique, d) in ``unique_images`` order."""
+    recall@k of the paired picture. ``image_emb`` is (n_unique, d) in ``unique_images`` order.
+    ``calibrated``: pictures' scores shifted as a calibrated index shifts them (``index.modality_bias``
+    of this gallery)."""
     texts, images = unit(text_emb), unit(image_emb)
     shas = unique_images(pairs)
     first_row: dict[str, int] = {}
@@ -136,6 +142,8 @@ def mixed_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[P
         own_pictures.setdefault(p.text, set()).add(column[p.image_sha256])
     sim = gallery_texts @ gallery.T  # (n_texts, n_images + n_texts)
     n_images = len(images)
+    if calibrated:
+        sim[:, :n_images] += modality_bias(images, gallery_texts)["text"]["image"]
     sim[np.arange(len(distinct)), n_images + np.arange(len(distinct))] = -np.inf  # a text does not find itself
     shares, hits = [], []
     for q, words in enumerate(distinct):
@@ -147,15 +155,16 @@ def mixed_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[P
 
 
 def embedding_metrics(text_emb: np.ndarray, image_emb: np.ndarray, pairs: Sequence[Pair]) -> dict[str, Any]:
-    """retrieval_metrics plus mixed search, as is and centered; ``image_emb`` in ``unique_images`` order."""
+    """retrieval_metrics plus mixed search as is, centered, calibrated, and both; ``image_emb`` in ``unique_images`` order."""
     texts, images = unit(text_emb), unit(image_emb)
     metrics = retrieval_metrics(texts, images, pairs)
-    metrics["mixed"] = mixed_metrics(texts, images, pairs)
-    if len(texts) and len(images):
-        texts_c, images_c = centered(texts, texts.mean(axis=0)), centered(images, images.mean(axis=0))
-        metrics["mixed_centered"] = mixed_metrics(texts_c, images_c, pairs)
-    else:
-        metrics["mixed_centered"] = dict(metrics["mixed"])
+    if not len(texts) or not len(images):
+        metrics.update({key: mixed_metrics(texts, images, pairs) for key in MIXED_VARIANTS.values()})
+        return metrics
+    texts_c, images_c = centered(texts, texts.mean(axis=0)), centered(images, images.mean(axis=0))
+    for (centering, calibration), key in MIXED_VARIANTS.items():
+        metrics[key] = mixed_metrics(texts_c if centering else texts, images_c if centering else images, pairs,
+                                     calibrated=calibration)  # fmt: skip
     return metrics
 
 

@@ -13,8 +13,16 @@ over both returns only texts. With centering on, each modality's mean vector ove
 subtracted from its rows before normalizing, and from a query of that modality at search time
 (``ProfileIndex.query_vector``): the two clouds then share a centre. Whether an index centers is
 chosen from the adapter's held-out evaluation (``mixed`` vs ``mixed_centered``, see
-``qualia.evaluate``) and recorded with both means in the manifest, so every reader (CLI, service)
+``qualia.evaluate``, with calibration below) and recorded with both means in the manifest, so every reader (CLI, service)
 queries the index the way it was built.
+
+Calibration. Centering brings the clouds together, but a text query's best texts still outscore its
+best pictures: in a search over both, pictures would only fill the leftovers. A calibrated index adds,
+for each query modality, one number to the other modality's scores: the difference between the mean
+of the ``CALIBRATION_K`` best scores each modality gets from the corpus's own rows as queries
+(``modality_bias``). The best picture and the best text then compete on equal terms, and a picture
+close to the query is not pushed out by many texts a little closer. It changes only ``any`` searches
+(``ProfileIndex.search``), and is chosen like centering and recorded beside it as ``calibration``.
 
 Row ids are stable across rebuilds and safe in a URL path: ``img-<sha256>`` for a picture,
 ``txt-<first 16 hex of sha256(text)>`` for a text unit.
@@ -223,13 +231,61 @@ def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> tuple[list[_Ro
 BASE_ONLY = "none"  # ``--adapter none``: index with the backbone alone
 
 
-def choose_centering(evaluation: dict[str, Any] | None) -> bool:
-    """Center when the held-out mixed search did at least as well centered (recall@10 first, then the
-    share of pictures). No evaluation (the base alone): center, as measured in docs/benchmarks.md."""
-    if not evaluation or "mixed" not in evaluation or "mixed_centered" not in evaluation:
-        return True
-    plain, shifted = evaluation["mixed"], evaluation["mixed_centered"]
-    return (shifted["r10"], shifted["image_share"]) >= (plain["r10"], plain["image_share"])
+# (centering, calibration) -> the evaluation key measuring mixed search that way
+MIXED_VARIANTS = {
+    (False, False): "mixed",
+    (True, False): "mixed_centered",
+    (False, True): "mixed_calibrated",
+    (True, True): "mixed_centered_calibrated",
+}
+
+
+def mixed_key(manifest: dict[str, Any]) -> str:
+    """The evaluation key that measured mixed search the way this index searches."""
+    return MIXED_VARIANTS[(bool(manifest.get("centering")), bool(manifest.get("calibration")))]
+
+
+def describe_mixed(manifest: dict[str, Any]) -> str:
+    """How the index treats a search over both modalities, in words."""
+    done = [word for word, key in (("centered per modality", "centering"), ("calibrated", "calibration")) if manifest.get(key)]
+    return " and ".join(done) or "neither centered nor calibrated"
+
+
+def choose_mixed(evaluation: dict[str, Any] | None) -> tuple[bool, bool]:
+    """(centering, calibration): whichever way the held-out mixed search did best, by recall@10 first,
+    then the share of pictures (ties go to the later, more corrected, variant). No evaluation (the base
+    alone): both, as measured in docs/benchmarks.md."""
+    measured = [(evaluation[key]["r10"], evaluation[key]["image_share"], choice)
+                for choice, key in MIXED_VARIANTS.items() if evaluation and key in evaluation]  # fmt: skip
+    if not measured:
+        return True, True
+    return max(reversed(measured), key=lambda m: (m[0], m[1]))[2]
+
+
+CALIBRATION_K = 10
+CALIBRATION_QUERIES = 256  # rows of each modality used as queries; evenly spaced, so the same every build
+
+
+def modality_bias(image_vectors: np.ndarray, text_vectors: np.ndarray, k: int = CALIBRATION_K) -> dict[str, dict[str, float]] | None:
+    """``{query modality: {row modality: bias}}``: what to add to each row modality's scores so that,
+    for rows of each modality used as queries, the mean of the ``k`` best scores is the same in both
+    modalities (0 for the query's own modality). A row never counts as its own match. None when a
+    modality is empty. (n, d) unit vectors in, as searched."""
+    if not len(image_vectors) or not len(text_vectors):
+        return None
+    by_modality = {"image": np.asarray(image_vectors, np.float32), "text": np.asarray(text_vectors, np.float32)}
+    bias: dict[str, dict[str, float]] = {}
+    for query_modality, rows in by_modality.items():
+        picked = np.unique(np.linspace(0, len(rows) - 1, min(len(rows), CALIBRATION_QUERIES)).astype(int))
+        level = {}
+        for row_modality, gallery in by_modality.items():
+            sim = rows[picked] @ gallery.T  # (n_queries, n_rows)
+            if row_modality == query_modality:
+                sim[np.arange(len(picked)), picked] = -np.inf
+            top = min(k, sim.shape[1] - (row_modality == query_modality))
+            level[row_modality] = float(np.sort(sim, axis=1)[:, sim.shape[1] - top:].mean()) if top > 0 else 0.0
+        bias[query_modality] = {m: level[query_modality] - level[m] for m in by_modality}
+    return bias
 
 
 def index_profile(
@@ -240,10 +296,11 @@ def index_profile(
     backbone: str | None = None,
     pretrained: str | None = None,
     centering: bool | None = None,
+    calibration: bool | None = None,
 ) -> Path:
     """Build a new index of ``profile`` with the backbone and adapter ``adapter_version`` (None: newest)
     were trained on, or with ``backbone``/``pretrained`` alone when ``adapter_version`` is ``"none"``;
-    ``centering`` None chooses by the adapter's evaluation. Returns the new version folder."""
+    ``centering`` and ``calibration`` None choose by the adapter's evaluation. Returns the new version folder."""
     from qualia.backbone import load_backbone
     from qualia.config import DEFAULT_BACKBONE
     from qualia.embed import Encoder
@@ -261,9 +318,11 @@ def index_profile(
             evaluation = json.loads((adapter / "metrics.json").read_text()).get("adapter")
         except (OSError, ValueError):
             evaluation = None
-    if centering is None:
-        centering = choose_centering(evaluation)
-    return build_index(ws, profile, encoder, adapter_name, progress=progress, centering=centering)
+    chosen = choose_mixed(evaluation)
+    centering = chosen[0] if centering is None else centering
+    calibration = chosen[1] if calibration is None else calibration
+    return build_index(ws, profile, encoder, adapter_name, progress=progress, centering=centering,
+                       calibration=calibration)
 
 
 def build_index(
@@ -273,6 +332,7 @@ def build_index(
     adapter_version: str | None,
     progress: bool = False,
     centering: bool = False,
+    calibration: bool = False,
 ) -> Path:
     """Embed every unique stored picture and every distinct text of the profile's corpus; returns the new version folder."""
     with Corpus.open(ws, profile, readonly=True) as corpus:
@@ -290,6 +350,7 @@ def build_index(
         means = {m: v.mean(axis=0) if len(v) else np.zeros(encoder.dim, np.float32)
                  for m, v in (("image", image_vectors), ("text", text_vectors))}  # fmt: skip
         image_vectors, text_vectors = centered(image_vectors, means["image"]), centered(text_vectors, means["text"])
+    bias = modality_bias(image_vectors, text_vectors) if calibration else None
     vectors = np.concatenate([image_vectors, text_vectors])
     n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
     # (n_total, dim) float32
@@ -318,6 +379,8 @@ def build_index(
             "rows": {"image": [0, n_images], "text": [n_images, n_total]},
             # each modality's mean (of unit vectors) subtracted before normalizing, rows and queries alike
             "centering": None if means is None else {m: [float(x) for x in v] for m, v in means.items()},
+            # {query modality: {row modality: added to its scores}} in ``any`` searches; null: none
+            "calibration": bias,
             "checksum": sha256_file(tmp / INDEX_FILE),
             "rows_checksum": sha256_file(tmp / ROWS_FILE),
             "created_at": datetime.now(timezone.utc).isoformat(),
@@ -335,6 +398,16 @@ def centered(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
 
 
 # -- reading --------------------------------------------------------------------------------------
+
+
+def _valid_calibration(calibration: Any) -> bool:
+    if calibration is None:
+        return True
+    return isinstance(calibration, dict) and all(
+        isinstance(calibration.get(q), dict)
+        and all(isinstance(calibration[q].get(m), (int, float)) and np.isfinite(calibration[q][m]) for m in ("image", "text"))
+        for q in ("image", "text")
+    )
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -385,6 +458,8 @@ class ProfileIndex:
             isinstance(centering, dict) and all(len(centering.get(m) or ()) == manifest["dim"] for m in ("image", "text"))
         ):
             raise CorruptIndex(f"index {folder}: its centering means do not have dim {manifest['dim']}")
+        if not _valid_calibration(manifest.get("calibration")):
+            raise CorruptIndex(f"index {folder}: its calibration is not one number per query and row modality")
         if index.ntotal != manifest["count"] or len(rows) != index.ntotal or index.d != manifest["dim"]:
             raise CorruptIndex(
                 f"index {folder}: {index.ntotal} vectors of dim {index.d} and {len(rows)} rows, "
@@ -407,8 +482,12 @@ class ProfileIndex:
     def row(self, row_id: str) -> dict[str, Any] | None:
         return self._row_by_id.get(row_id)
 
-    def search(self, query: np.ndarray, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
-        """Best ``k`` rows for a (dim,) L2-normalized query vector, best first."""
+    def search(
+        self, query: np.ndarray, k: int = 10, modality: str = "any", query_modality: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Best ``k`` rows for a (dim,) L2-normalized query vector, best first. An ``any`` search of a
+        calibrated index ranks by score plus the manifest's bias for ``query_modality`` (the scores
+        returned are those ranked by); without a ``query_modality``, by the plain score."""
         if modality not in MODALITIES:
             raise InvalidArgument(f"modality must be one of {', '.join(MODALITIES)}, not {str(modality)[:20]!r}")
         if k < 1:
@@ -416,6 +495,9 @@ class ProfileIndex:
         query = np.ascontiguousarray(np.asarray(query, dtype=np.float32).reshape(1, -1))
         if query.shape[1] != self.dim:
             raise InvalidArgument(f"query has dim {query.shape[1]}, the index has dim {self.dim}")
+        bias = (self.manifest.get("calibration") or {}).get(query_modality) if modality == "any" else None
+        if bias:
+            return self._search_calibrated(query, k, bias)
         if modality == "any":
             start, stop = 0, self.index.ntotal
             params = None
@@ -426,21 +508,31 @@ class ProfileIndex:
         if k <= 0:
             return []
         scores, ids = self.index.search(query, k, params=params)
-        results = []
-        for score, row_number in zip(scores[0], ids[0]):
-            if row_number < 0:
+        return [self._result(row_number, score) for score, row_number in zip(scores[0], ids[0]) if row_number >= 0]
+
+    def _search_calibrated(self, query: np.ndarray, k: int, bias: dict[str, float]) -> list[dict[str, Any]]:
+        """The best ``k`` of each modality, each shifted by its bias, merged by the shifted score."""
+        found = []
+        for modality in ("image", "text"):
+            start, stop = self.manifest["rows"][modality]
+            if stop <= start:
                 continue
-            row = self.rows[row_number]
-            results.append(
-                {
-                    "id": row["id"],
-                    "modality": row["modality"],
-                    "score": float(score),
-                    "text": row["text"],
-                    "image_url": row["image_url"],
-                    "source": row["source"],
-                    "source_url": row["source_url"],
-                    "degree": row["degree"],
-                }
-            )
-        return results
+            params = faiss.SearchParameters(sel=faiss.IDSelectorRange(start, stop))
+            scores, ids = self.index.search(query, min(k, stop - start), params=params)
+            shift = float(bias.get(modality, 0.0))
+            found += [(float(s) + shift, int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+        found.sort(key=lambda hit: (-hit[0], hit[1]))
+        return [self._result(row_number, score) for score, row_number in found[:k]]
+
+    def _result(self, row_number: int, score: float) -> dict[str, Any]:
+        row = self.rows[row_number]
+        return {
+            "id": row["id"],
+            "modality": row["modality"],
+            "score": float(score),
+            "text": row["text"],
+            "image_url": row["image_url"],
+            "source": row["source"],
+            "source_url": row["source_url"],
+            "degree": row["degree"],
+        }

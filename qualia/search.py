@@ -151,8 +151,8 @@ class ProfileSearcher:
         if len(words) > text.MAX_QUERY_CHARS:
             raise InvalidArgument(f"the query text is over {text.MAX_QUERY_CHARS} characters")
         query = self.index.query_vector(self.encoder.encode_texts([text.cut(words)])[0], "text")
-        return self.index.search(query, k=k, modality=modality)
+        return self.index.search(query, k=k, modality=modality, query_modality="text")
 
     def search_image(self, image: Image.Image, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
         query = self.index.query_vector(self.encoder.encode_images([image.convert("RGB")])[0], "image")
-        return self.index.search(query, k=k, modality=modality)
+        return self.index.search(query, k=k, modality=modality, query_modality="image")

@@ -68,6 +68,11 @@ class _Data:
     image_of: torch.Tensor  # (n_pairs,) long: row of the pair's picture in ``pixels``
     text_of: torch.Tensor  # (n_pairs,) long: id of the pair's words (equal words, equal id)
     weight: torch.Tensor  # (n_pairs,) float
+    # generic replay rows only: the frozen backbone's unit embeddings of their (picture, text), (n_pairs, dim),
+    # zero on a person's own rows; ``anchored`` (n_pairs,) bool says which rows have one
+    anchor_image: torch.Tensor | None = None
+    anchor_text: torch.Tensor | None = None
+    anchored: torch.Tensor | None = None
 
 
 def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, int], pixels: torch.Tensor) -> _Data:
@@ -100,12 +105,21 @@ def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
         captions.append(words)
     text_base = int(data.text_of.max()) + 1 if len(data.text_of) else 0
     distinct = {c: k for k, c in enumerate(dict.fromkeys(captions))}
+    pixels, tokens = torch.stack(pictures), backbone.tokenizer(captions)
+    with torch.no_grad():  # before any LoRA is attached: what the backbone itself makes of them
+        device = backbone.device
+        anchor_image = F.normalize(backbone.model.encode_image(pixels.to(device, torch.float32)), dim=-1).cpu()
+        anchor_text = F.normalize(backbone.model.encode_text(tokens.to(device)), dim=-1).cpu()
+    n, dim = len(data.tokens), anchor_image.shape[1]
     return _Data(
-        pixels=torch.cat([data.pixels, torch.stack(pictures)]),
-        tokens=torch.cat([data.tokens, backbone.tokenizer(captions)]),
+        pixels=torch.cat([data.pixels, pixels]),
+        tokens=torch.cat([data.tokens, tokens]),
         image_of=torch.cat([data.image_of, len(data.pixels) + torch.arange(size)]),
         text_of=torch.cat([data.text_of, text_base + torch.tensor([distinct[c] for c in captions])]),
         weight=torch.cat([data.weight, torch.full((size,), REPLAY_WEIGHT)]),
+        anchor_image=torch.cat([torch.zeros(n, dim), anchor_image]),
+        anchor_text=torch.cat([torch.zeros(n, dim), anchor_text]),
+        anchored=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(size, dtype=torch.bool)]),
     )
 
 
@@ -116,12 +130,16 @@ def contrastive_loss(
     logit_scale: torch.Tensor,
     device: torch.device,
     text_negatives: float = 0.0,
+    generic_anchor: float = 0.0,
 ) -> torch.Tensor:
     """Weighted symmetric InfoNCE of the pairs at indices ``batch``.
 
     ``text_negatives`` > 0 adds, at that weight, a text->(pictures and texts) term: each text must rank
     its own picture above the batch's other pictures *and* other texts, which is what a search over
-    both modalities asks of it (plain InfoNCE never compares a text with texts)."""
+    both modalities asks of it (plain InfoNCE never compares a text with texts).
+
+    ``generic_anchor`` > 0 adds, at that weight, the mean cosine distance of the batch's generic replay
+    rows from where the frozen backbone put them (``_Data.anchor_*``)."""
     image_of, text_of = data.image_of[batch], data.text_of[batch]
     images = F.normalize(model.encode_image(data.pixels[image_of].to(device, torch.float32)), dim=-1)
     texts = F.normalize(model.encode_text(data.tokens[batch].to(device)), dim=-1)
@@ -138,7 +156,14 @@ def contrastive_loss(
         mixed = F.cross_entropy(torch.cat([logits, among_texts], dim=1), target, reduction="none")
         per_pair = per_pair + text_negatives * mixed
     weight = data.weight[batch].to(device)
-    return (per_pair * weight).sum() / weight.sum()
+    loss = (per_pair * weight).sum() / weight.sum()
+    if generic_anchor > 0 and data.anchored is not None:
+        rows = data.anchored[batch].to(device)
+        if rows.any():
+            kept_image = (images[rows] * data.anchor_image[batch][rows].to(device)).sum(-1)
+            kept_text = (texts[rows] * data.anchor_text[batch][rows].to(device)).sum(-1)
+            loss = loss + generic_anchor * (2 - kept_image - kept_text).mean()
+    return loss
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -401,7 +426,8 @@ def _train_epochs(
                 batch = torch.cat([batch, n_train + torch.randperm(REPLAY_POOL, generator=generator)[: settings.generic_replay]])
             for group in run.optimizer.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
-            loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device, settings.text_negatives)
+            loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device, settings.text_negatives,
+                                    settings.generic_anchor)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()

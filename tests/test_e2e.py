@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from qualia.index import MIXED_VARIANTS, mixed_key
 from samplesite import SampleSite
 from tests.helpers import open_corpus, run_qualia, served
 
@@ -91,22 +92,24 @@ def test_adapter_beats_frozen_backbone_on_held_out_pairs(flow: dict[str, Any]) -
 
 
 def test_over_the_stand_in_the_adapter_learns_her_words_and_keeps_the_generic_ones(flow: dict[str, Any]) -> None:
-    """Issue 7's persona figures over the stand-in. Targets: t2i R@10 +0.30, gap halved, retention 0.95;
-    measured (docs/benchmarks.md) +0.31, -70 %, 0.945. Asserted here with a margin below the measured
-    figures, so a regression fails and seed noise does not: +0.22, halved, 0.90."""
+    """Issue 7's persona figures over the stand-in. Targets: t2i R@10 +0.30, gap halved, retention 0.95,
+    pictures 0.4 of a mixed top 10; measured (docs/benchmarks.md) +0.33, -70 %, 0.977, 0.53. Asserted here
+    with a margin below the measured figures, so a regression fails and seed noise does not: +0.22,
+    halved, 0.95, 0.4."""
     report = json.loads(flow["eval"].stdout)
     base, adapter = report["base"], report["adapter"]
     assert adapter["t2i"]["r10"] - base["t2i"]["r10"] >= 0.22, (base["t2i"], adapter["t2i"])
     assert adapter["gap"] <= 0.5 * base["gap"], (base["gap"], adapter["gap"])
-    assert adapter["retention"] >= 0.90, adapter["generic"]
+    assert adapter["retention"] >= 0.95, adapter["generic"]
     for side in (base, adapter):
-        for mixed in ("mixed", "mixed_centered"):
+        for mixed in MIXED_VARIANTS.values():
             assert set(side[mixed]) == {"image_share", "r10"} and 0 <= side[mixed]["image_share"] <= 1
     manifest = json.loads(flow["index"].stdout)
     assert manifest["adapter_version"] == json.loads(flow["train"].stdout)["adapter_version"]
-    assert bool(manifest["centering"]) == (
-        (adapter["mixed_centered"]["r10"], adapter["mixed_centered"]["image_share"])
-        >= (adapter["mixed"]["r10"], adapter["mixed"]["image_share"]))
+    chosen = adapter[mixed_key(manifest)]
+    assert all((chosen["r10"], chosen["image_share"]) >= (adapter[key]["r10"], adapter[key]["image_share"])
+               for key in MIXED_VARIANTS.values())
+    assert chosen["image_share"] >= 0.4, chosen
 
 
 def test_cli_search_answers_from_the_index(flow: dict[str, Any]) -> None:

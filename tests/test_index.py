@@ -232,14 +232,45 @@ def test_centered_index_records_its_means_and_centers_queries_the_same_way(built
     assert np.linalg.norm(vectors[start:stop].mean(0)) < np.linalg.norm(np.asarray(means["image"]))
 
 
-def test_damaged_centering_is_refused(built: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "damage"),
+    [("centering", {"image": [0.0, 1.0], "text": [0.0]}),
+     ("calibration", {"text": {"image": "high"}}),
+     ("calibration", {"text": {"image": 0.1, "text": 0.0}})],  # no entry for picture queries
+)
+def test_damaged_centering_or_calibration_is_refused(built: dict[str, Any], tmp_path: Path, key: str, damage: Any) -> None:
     copy = tmp_path / "idx"
     shutil.copytree(built["folder"], copy)
     manifest = json.loads((copy / MANIFEST_FILE).read_text())
-    manifest["centering"] = {"image": [0.0, 1.0], "text": [0.0]}
+    manifest[key] = damage
     (copy / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(CorruptIndex, match="centering"):
+    with pytest.raises(CorruptIndex, match=key):
         ProfileIndex.load(copy)
+
+
+def test_calibrated_index_lets_pictures_into_a_search_over_both(built: dict[str, Any]) -> None:
+    encoder = built["encoder"]
+    plain: ProfileIndex = built["index"]
+    folder = build_index(built["ws"], PROFILE, encoder, None, calibration=True)
+    index = ProfileIndex.load(folder)
+    bias = index.manifest["calibration"]
+    assert set(bias) == {"image", "text"} and bias["text"]["text"] == 0.0 and bias["image"]["image"] == 0.0
+    assert plain.manifest["calibration"] is None
+    query = encoder.encode_texts(["a quiet morning"])[0]
+    k = 10
+    uncalibrated = index.search(query, k=k, modality="any")  # no query modality: plain scores
+    assert uncalibrated == plain.search(query, k=k, modality="any", query_modality="text")
+    mixed = index.search(query, k=k, modality="any", query_modality="text")
+    pictures = index.search(query, k=k, modality="image")
+    texts = index.search(query, k=k, modality="text")
+    # the calibrated merge is exactly: each modality's best k, pictures shifted by the bias, best first
+    expected = sorted([(r["score"] + bias["text"]["image"], r["id"]) for r in pictures]
+                      + [(r["score"], r["id"]) for r in texts], key=lambda hit: -hit[0])[:k]
+    assert [r["id"] for r in mixed] == [i for _, i in expected]
+    assert [r["score"] for r in mixed] == pytest.approx([s for s, _ in expected], abs=1e-6)
+    assert sum(r["modality"] == "image" for r in mixed) > sum(r["modality"] == "image" for r in uncalibrated)
+    # a one-modality search is never shifted
+    assert index.search(query, k=k, modality="image", query_modality="text") == pictures
 
 
 @pytest.mark.slow

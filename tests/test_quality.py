@@ -9,7 +9,7 @@ import pytest
 
 from qualia.evaluate import centered, embedding_metrics, mixed_metrics, unit
 from qualia.generic import mean_recall, retention
-from qualia.index import choose_centering
+from qualia.index import choose_mixed, modality_bias
 from qualia.pairs import Pair
 
 
@@ -56,12 +56,44 @@ def test_retention_is_generic_recall_with_the_adapter_over_without() -> None:
     assert retention(base, base) == pytest.approx(1.0)
 
 
-def test_index_centers_when_the_evaluation_says_it_helps() -> None:
-    helps = {"mixed": {"r10": 0.1, "image_share": 0.0}, "mixed_centered": {"r10": 0.6, "image_share": 0.5}}
-    hurts = {"mixed": {"r10": 0.6, "image_share": 0.5}, "mixed_centered": {"r10": 0.3, "image_share": 0.6}}
-    assert choose_centering(helps) is True
-    assert choose_centering(hurts) is False
-    assert choose_centering(None) is True
+def test_index_takes_the_way_of_mixed_search_that_did_best() -> None:
+    def way(r10: float, share: float) -> dict[str, float]:
+        return {"r10": r10, "image_share": share}
+
+    measured = {"mixed": way(0.2, 0.4), "mixed_centered": way(0.1, 0.3), "mixed_calibrated": way(0.3, 0.7),
+                "mixed_centered_calibrated": way(0.25, 0.7)}
+    assert choose_mixed(measured) == (False, True)
+    assert choose_mixed({**measured, "mixed_centered": way(0.6, 0.1)}) == (True, False)
+    assert choose_mixed({**measured, "mixed_centered_calibrated": way(0.3, 0.7)}) == (True, True)  # a tie: both
+    assert choose_mixed({"mixed": way(0.6, 0.5), "mixed_centered": way(0.3, 0.6)}) == (False, False)  # older reports
+    assert choose_mixed(None) == (True, True)
+
+
+def test_modality_bias_levels_the_best_scores_of_both_modalities() -> None:
+    texts, images = _gapped(n=40)
+    bias = modality_bias(images, texts, k=5)
+    assert bias["text"]["text"] == 0.0 and bias["image"]["image"] == 0.0
+    assert bias["text"]["image"] > 0.5 and bias["image"]["text"] > 0.5  # the gap: the other modality scores far lower
+    for query_rows, own, other, shift in ((texts, texts, images, bias["text"]["image"]),
+                                          (images, images, texts, bias["image"]["text"])):
+        same = query_rows @ own.T
+        np.fill_diagonal(same, -np.inf)
+        best_same = np.sort(same, axis=1)[:, -5:].mean()
+        best_other = np.sort(query_rows @ other.T + shift, axis=1)[:, -5:].mean()
+        assert best_other == pytest.approx(best_same, abs=1e-5)
+    assert modality_bias(images[:0], texts) is None
+
+
+def test_calibration_brings_pictures_back_with_the_paired_one() -> None:
+    texts, images = _gapped()
+    pairs = _pairs(24)
+    plain = mixed_metrics(texts, images, pairs)
+    calibrated = mixed_metrics(texts, images, pairs, calibrated=True)
+    assert plain["image_share"] == 0.0 and plain["r10"] == 0.0
+    assert calibrated["image_share"] >= 0.3 and calibrated["r10"] >= 0.8
+    report = embedding_metrics(texts, images, pairs)
+    assert report["mixed_calibrated"] == calibrated
+    assert set(report) >= {"mixed", "mixed_centered", "mixed_calibrated", "mixed_centered_calibrated"}
 
 
 def test_cue_precision_tells_a_combination_from_one_of_its_cues(tiny) -> None:

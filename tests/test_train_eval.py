@@ -213,6 +213,30 @@ def test_masked_weighted_loss_matches_a_hand_computed_3x3():
         != pytest.approx(expected, abs=1e-3)
 
 
+def test_generic_anchor_adds_the_replay_rows_drift_from_the_frozen_backbone():
+    import torch
+
+    data = _Data(
+        pixels=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        tokens=torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        image_of=torch.tensor([0, 1]),
+        text_of=torch.tensor([0, 1]),
+        weight=torch.tensor([1.0, 1.0]),
+        # row 1 is a generic replay pair: the frozen backbone put its picture at (0, 1), its text at (0.6, 0.8)
+        anchor_image=torch.tensor([[0.0, 0.0], [0.0, 1.0]]),
+        anchor_text=torch.tensor([[0.0, 0.0], [0.6, 0.8]]),
+        anchored=torch.tensor([False, True]),
+    )
+    args = (_Identity(), data, torch.arange(2), torch.tensor(1.0), torch.device("cpu"))
+    plain = float(contrastive_loss(*args))
+    # picture unmoved (cosine 1), text moved to (0, 1): cosine 0.8, so a drift of (1 - 1) + (1 - 0.8)
+    assert float(contrastive_loss(*args, generic_anchor=2.0)) == pytest.approx(plain + 2.0 * 0.2, abs=1e-6)
+    # a person's own rows are never anchored
+    only_own = _Data(**{**data.__dict__, "anchored": torch.tensor([False, False])})
+    assert float(contrastive_loss(_Identity(), only_own, torch.arange(2), torch.tensor(1.0), torch.device("cpu"),
+                                  generic_anchor=2.0)) == pytest.approx(plain, abs=1e-6)
+
+
 def _pairs(shas: list[str]) -> list[Pair]:
     return [Pair(f"t{i}", sha, Path("/x"), f"a{i}", "pinterest", 1, "pin", 1.0) for i, sha in enumerate(shas)]
 

@@ -58,14 +58,14 @@ def format_cues(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def what_changed(report: dict[str, Any], centered: bool) -> str:
-    """The demo's last sentence: what the adapter changed, in plain words (``centered``: whether the
-    index centers, so which mixed-search figure a person sees)."""
+def what_changed(report: dict[str, Any], mixed: str) -> str:
+    """The demo's last sentence: what the adapter changed, in plain words (``mixed``: the evaluation
+    key of mixed search done the way the index does it, ``index.mixed_key``)."""
     base, adapter = report["base"], report["adapter"]
     ratio = adapter["gap"] / base["gap"] if base["gap"] else 1.0
     gap = ("gap halved" if 0.4 <= ratio <= 0.6 else f"gap cut by {1 - ratio:.0%}" if ratio < 1
            else f"gap grew by {ratio - 1:.0%}")
-    pictures = round(10 * adapter["mixed_centered" if centered else "mixed"]["image_share"])
+    pictures = round(10 * adapter[mixed]["image_share"])
     return (f"text→image recall@10 {base['t2i']['r10']:.2f} → {adapter['t2i']['r10']:.2f}, {gap} "
             f"({base['gap']:.2f} → {adapter['gap']:.2f}), generic retrieval kept at {adapter.get('retention', 1.0):.2f}, "
             f"pictures now {pictures} of the top 10 for a text query")
@@ -75,7 +75,7 @@ def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as
     from crawler.run import crawl
     from qualia.config import TINY_BACKBONE, TrainSettings
     from qualia.corpus import Corpus
-    from qualia.index import index_profile
+    from qualia.index import describe_mixed, index_profile, mixed_key
     from qualia.pairs import corpus_summary
     from qualia.search import ProfileSearcher
     from qualia.train import train_profile
@@ -126,9 +126,8 @@ def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as
     index = index_profile(ws, profile, adapter.name, progress=progress)
     manifest = json.loads((index / "manifest.json").read_text())
     timings["index_s"] = time.perf_counter() - t
-    centered = bool(manifest.get("centering"))
     say(as_json, f"Indexed {manifest['count_by_modality']['image']} pictures and {manifest['count_by_modality']['text']} "
-                 f"texts ({'centered per modality, as the evaluation advised' if centered else 'not centered'}).")
+                 f"texts ({describe_mixed(manifest)}, as the evaluation advised).")
 
     say(as_json, "\n[4/4] searching with the person's own words")
     searcher = ProfileSearcher.load(ws, profile)
@@ -143,7 +142,7 @@ def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as
 
     timings["total_s"] = time.perf_counter() - started
     say(as_json, "\n" + "  ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    say(as_json, "\nWhat the adapter changed: " + what_changed(report, centered) + ".")
+    say(as_json, "\nWhat the adapter changed: " + what_changed(report, mixed_key(manifest)) + ".")
     say(as_json, f"\nNext: `QUALIA_HOME={ws.root} qualia serve` and open http://127.0.0.1:8000/docs")
     if as_json:
         sys.stdout.write(json.dumps({"profile": profile, "corpus": counts, "eval": report, "adapter": adapter.name,

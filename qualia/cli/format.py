@@ -34,20 +34,22 @@ def format_counts(counts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MIXED_LABELS = (("as is", "mixed"), ("centered", "mixed_centered"), ("calibrated", "mixed_calibrated"),
+                ("both", "mixed_centered_calibrated"))
+
+
 def format_eval(report: dict[str, Any]) -> str:
-    header = (f"{'':10}{'t2i r@1':>9}{'r@5':>7}{'r@10':>7}{'i2t r@1':>10}{'r@5':>7}{'r@10':>7}{'gap':>8}"
-              f"{'mixed pics':>12}{'r@10':>7}{'centered':>10}{'r@10':>7}")
+    header = f"{'':10}{'t2i r@1':>9}{'r@5':>7}{'r@10':>7}{'i2t r@1':>10}{'r@5':>7}{'r@10':>7}{'gap':>8}"
     lines = [f"held-out pairs: {report['pairs']}", header]
     for name in ("base", "adapter"):
         m = report[name]
         t, i = m["t2i"], m["i2t"]
-        mixed, centered = m.get("mixed", {}), m.get("mixed_centered", {})
-        lines.append(
-            f"{name:10}{t['r1']:9.3f}{t['r5']:7.3f}{t['r10']:7.3f}"
-            f"{i['r1']:10.3f}{i['r5']:7.3f}{i['r10']:7.3f}{m['gap']:8.3f}"
-            f"{mixed.get('image_share', 0):12.2f}{mixed.get('r10', 0):7.3f}"
-            f"{centered.get('image_share', 0):10.2f}{centered.get('r10', 0):7.3f}"
-        )
+        lines.append(f"{name:10}{t['r1']:9.3f}{t['r5']:7.3f}{t['r10']:7.3f}"
+                     f"{i['r1']:10.3f}{i['r5']:7.3f}{i['r10']:7.3f}{m['gap']:8.3f}")
+    lines.append("words over pictures and texts: pictures in the top 10 / recall@10 of the paired picture")
+    for name in ("base", "adapter"):
+        ways = [(label, report[name].get(key)) for label, key in MIXED_LABELS]
+        lines.append(f"{name:10}" + "  ".join(f"{label} {w['image_share']:.2f}/{w['r10']:.3f}" for label, w in ways if w))
     if "retention" in report.get("adapter", {}):
         generic = report["adapter"].get("generic", {}).get("t2i", {})
         lines.append(f"generic retrieval kept: {report['adapter']['retention']:.2f} "

@@ -134,17 +134,17 @@ def cmd_index(ws: Workspace, args: argparse.Namespace) -> int:
     else:
         ws.require(args.profile, "corpus")
 
-    from qualia.index import index_profile
+    from qualia.index import describe_mixed, index_profile
 
-    centering = {"auto": None, "on": True, "off": False}[args.centering]
+    choice = {"auto": None, "on": True, "off": False}
     folder = index_profile(ws, args.profile, args.adapter, progress=_progress(), backbone=args.backbone,
-                           pretrained=args.pretrained, centering=centering)
+                           pretrained=args.pretrained, centering=choice[args.centering],
+                           calibration=choice[args.calibration])
     _prune(ws, args.profile)
     manifest = json.loads((folder / "manifest.json").read_text())
     adapter = manifest.get("adapter_version") or "none (the backbone alone)"
-    centered = "centered" if manifest.get("centering") else "not centered"
-    emit(manifest, args.json,
-         f"index {folder.name}: {manifest['count']} vectors of dim {manifest['dim']}, adapter {adapter}, {centered}")
+    emit(manifest, args.json, f"index {folder.name}: {manifest['count']} vectors of dim {manifest['dim']}, "
+                              f"adapter {adapter}, {describe_mixed(manifest)}")
     return 0
 
 
@@ -349,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--pretrained", default=None, metavar="TAG|PATH", help="with --adapter none: hub tag or weights file")
     sp.add_argument("--centering", choices=("auto", "on", "off"), default="auto",
                     help="subtract each modality's mean so words find pictures too; auto: as the adapter's evaluation says")
+    sp.add_argument("--calibration", choices=("auto", "on", "off"), default="auto",
+                    help="in searches over both, let the best picture and the best text compete as equals; "
+                         "auto: as the adapter's evaluation says")
 
     sp = command(sub, "gc", cmd_gc, "remove leftovers of interrupted writes and versions nothing needs")
     sp.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
