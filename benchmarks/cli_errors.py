@@ -12,9 +12,7 @@ for a before/after comparison on the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -23,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import emit, machine
 from qualia.corpus import Corpus
 from qualia.workspace import Workspace
 
@@ -86,17 +85,13 @@ def main() -> int:
                    for name, argv in cases(ws, busy.getsockname()[1], Path(scratch)).items()}
     report = {
         "benchmark": "cli_errors",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine(),
         "runs": args.runs,
         "commit": subprocess.run(["git", "-C", str(args.tree), "rev-parse", "--short", "HEAD"],
                                  capture_output=True, text=True).stdout.strip() or None,
         "cases": results,
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(report, args.out)
 
 
 if __name__ == "__main__":

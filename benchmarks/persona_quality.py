@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _report import emit, machine
 from crawler.run import crawl
 from qualia.cli.demo import persona_figures
 from qualia.config import TINY_BACKBONE, TINY_PRETRAINED, TrainSettings
@@ -103,7 +103,7 @@ def main() -> int:
     with Corpus.open(ws, profile, readonly=True) as corpus:
         summary = corpus_summary(corpus)
     results = {
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cores": 2},
+        "machine": machine(),
         "corpus": {k: summary[k] for k in ("items", "images", "pairs", "pairs_by_text_source", "pairs_by_degree")},
         "crawl_s": round(crawl_s, 1),
         "variants": {},
@@ -125,11 +125,7 @@ def main() -> int:
             "whole_index": whole_index_search(ws, profile, adapter),
         }
         print(f"{name}: {seconds:.0f} s", file=sys.stderr)
-    text = json.dumps(results, indent=1, sort_keys=True)
-    if args.out:
-        args.out.write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(results, args.out)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from qualia import images
-from qualia.backbone import Backbone
+from qualia.backbone import Backbone, encode_text
 from qualia.errors import InvalidImage
 from qualia.lora import load_adapter
 
@@ -52,8 +52,13 @@ class Encoder:
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
-        """(n, context_length) token ids -> (n, dim)."""
-        return self._run(self.model.encode_text, list(tokens.split(self.batch_size)))
+        """(n, context_length) token ids -> (n, dim), in the given order. Texts go through in batches of
+        similar length, each cut to its longest text (``backbone.encode_text``): padding costs nothing."""
+        order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
+        vectors = self._run(lambda batch: encode_text(self.model, batch), list(tokens[order].split(self.batch_size)))
+        in_order = np.empty_like(vectors)
+        in_order[order.numpy()] = vectors
+        return in_order
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """(n, 3, image_size, image_size) preprocessed images -> (n, dim)."""

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from qualia import __version__, workspace
-from qualia.backbone import Backbone, load_backbone
+from qualia.backbone import Backbone, encode_text, load_backbone
 from qualia.config import LoraSettings, TrainSettings
 from qualia.corpus import Corpus
 from qualia.embed import Encoder
@@ -109,7 +109,7 @@ def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
     with torch.no_grad():  # before any LoRA is attached: what the backbone itself makes of them
         device = backbone.device
         anchor_image = F.normalize(backbone.model.encode_image(pixels.to(device, torch.float32)), dim=-1).cpu()
-        anchor_text = F.normalize(backbone.model.encode_text(tokens.to(device)), dim=-1).cpu()
+        anchor_text = F.normalize(encode_text(backbone.model, tokens.to(device)), dim=-1).cpu()
     n, dim = len(data.tokens), anchor_image.shape[1]
     return _Data(
         pixels=torch.cat([data.pixels, pixels]),
@@ -142,7 +142,7 @@ def contrastive_loss(
     rows from where the frozen backbone put them (``_Data.anchor_*``)."""
     image_of, text_of = data.image_of[batch], data.text_of[batch]
     images = F.normalize(model.encode_image(data.pixels[image_of].to(device, torch.float32)), dim=-1)
-    texts = F.normalize(model.encode_text(data.tokens[batch].to(device)), dim=-1)
+    texts = F.normalize(encode_text(model, data.tokens[batch].to(device)), dim=-1)
     logits = logit_scale * texts @ images.T  # (b, b): row = text, column = picture
     same = (image_of[:, None] == image_of[None, :]) | (text_of[:, None] == text_of[None, :])
     same &= ~torch.eye(len(batch), dtype=torch.bool)
@@ -245,16 +245,23 @@ def _mean_loss(model: torch.nn.Module, data: _Data, batch_size: int, scale: torc
     return total / weight
 
 
-def _report(progress: bool, epoch: int, epochs: int, record: dict[str, Any]) -> None:
+def _report(epoch: int, epochs: int, record: dict[str, Any], bar: Any) -> None:
     val = record.get("val_loss")
-    line = f"epoch {epoch}/{epochs}  train loss {record['train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
+    line = f"train loss {record['train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
     if "val_t2i_r10" in record:
         line += f"  val R@10 t2i {record['val_t2i_r10']:.3f} i2t {record['val_i2t_r10']:.3f}"
-    log.info(line)
-    if progress and sys.stderr.isatty():
-        done = int(30 * epoch / epochs)
-        sys.stderr.write(f"\r[{'#' * done}{'.' * (30 - done)}] {line}" + ("\n" if epoch == epochs else ""))
-        sys.stderr.flush()
+    log.info("epoch %d/%d  %s", epoch, epochs, line)
+    if bar is not None:
+        bar.set_postfix_str(f"epoch {epoch}: {line}", refresh=True)
+
+
+def _step_bar(progress: bool, total: int, done: int) -> Any:
+    """A bar over training steps (rate, ETA, the last epoch's figures) on a terminal; None in a pipe."""
+    if not (progress and sys.stderr.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, unit="step", desc="training", dynamic_ncols=True)
 
 
 def _validation_recall(run: _Run, material: _Material, backbone: Backbone) -> dict[str, float]:
@@ -410,9 +417,26 @@ def _train_epochs(
 ) -> None:
     """Epochs ``run.start_epoch`` .. ``settings.epochs``, each ending in a checkpoint; stops when
     held-out recall has not improved for ``settings.patience`` epochs. ``run.best_*`` is the best epoch."""
+    steps_per_epoch = len(_batches(len(material.train), settings.batch_size, settings.seed, 0))
+    bar = _step_bar(progress, steps_per_epoch * settings.epochs, steps_per_epoch * run.start_epoch)
+    try:
+        _epochs(run, material, settings, backbone, steps_per_epoch, bar, on_epoch_end)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _epochs(
+    run: _Run,
+    material: _Material,
+    settings: TrainSettings,
+    backbone: Backbone,
+    steps_per_epoch: int,
+    bar: Any,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+) -> None:
     device = backbone.device
     n_train = len(material.train)
-    steps_per_epoch = len(_batches(n_train, settings.batch_size, settings.seed, 0))
     total_steps = steps_per_epoch * settings.epochs
     for epoch in range(run.start_epoch, settings.epochs):
         if settings.patience and run.best_epoch and epoch - run.best_epoch >= settings.patience:
@@ -432,6 +456,8 @@ def _train_epochs(
             loss.backward()
             run.optimizer.step()
             losses.append(float(loss.detach()))
+            if bar is not None:
+                bar.update(1)
         record = {
             "epoch": epoch + 1,
             "train_loss": sum(losses) / len(losses),
@@ -454,7 +480,7 @@ def _train_epochs(
                 "best_lora": run.best_lora,
             },
         )
-        _report(progress, epoch + 1, settings.epochs, record)
+        _report(epoch + 1, settings.epochs, record, bar)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
 

@@ -126,6 +126,20 @@ def cmd_eval(ws: Workspace, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(ws: Workspace, args: argparse.Namespace) -> int:
+    folder = ws.adapter(args.profile, args.adapter)
+
+    from qualia.export import export_adapter, export_merged
+
+    out = Path(args.out).expanduser()
+    report = export_merged(folder, out) if args.merged else export_adapter(folder, out)
+    what = "one open_clip checkpoint with the adapter merged in" if args.merged else "a peft folder"
+    config = f" (model config {report['model_config']} beside it)" if report.get("model_config") else ""
+    emit(report, args.json, f"adapter {report['adapter_version']} of {args.profile} exported as {what}: {out}{config}"
+                            + ("" if args.merged else f"\nhow to load it: {out / 'README.md'}"))
+    return 0
+
+
 def cmd_index(ws: Workspace, args: argparse.Namespace) -> int:
     if args.adapter != "none":
         if args.backbone or args.pretrained:
@@ -352,6 +366,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--calibration", choices=("auto", "on", "off"), default="auto",
                     help="in searches over both, let the best picture and the best text compete as equals; "
                          "auto: as the adapter's evaluation says")
+
+    sp = command(sub, "export", cmd_export, "write an adapter that open_clip (+ peft) loads without qualia")
+    sp.add_argument("--adapter", default=None, metavar="VER", help="adapter version (default: the newest)")
+    sp.add_argument("--out", required=True, metavar="PATH",
+                    help="a new folder; with --merged a new .safetensors file")
+    sp.add_argument("--merged", action="store_true",
+                    help="one open_clip checkpoint, the base weights with the adapter merged in")
 
     sp = command(sub, "gc", cmd_gc, "remove leftovers of interrupted writes and versions nothing needs")
     sp.add_argument("--keep", type=int, default=DEFAULT_KEEP, metavar="N",
