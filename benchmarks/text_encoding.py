@@ -21,7 +21,8 @@ import torch
 
 from _report import emit, machine
 from crawler.run import crawl
-from qualia.backbone import load_backbone, text_length
+from qualia.backbone import load_backbone
+from qualia.towers import text_length
 from qualia.config import TINY_BACKBONE
 from qualia.corpus import Corpus
 from qualia.embed import Encoder

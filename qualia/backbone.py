@@ -61,38 +61,6 @@ class Backbone:
         return {"backbone": self.name, "pretrained": self.pretrained, "weights_sha256": self.weights_sha256}
 
 
-def text_length(tokens: torch.Tensor) -> int:
-    """Columns of a (n, context_length) token batch up to its longest text's end (padding is id 0)."""
-    used = (tokens != 0).any(dim=0).nonzero()
-    return int(used[-1]) + 1 if len(used) else 1
-
-
-def encode_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """``model.encode_text(tokens)`` with the padding after the batch's longest text cut off.
-
-    Exact for open_clip's CLIP text tower: its attention is causal, so no position before a text's
-    end-of-text token attends to the padding after it, and the feature is read at that token (argmax
-    pooling). A tower that is not of that kind (bidirectional, other pooling) is run as is. ``model``
-    may be a peft model around the CLIP: its LoRA layers sit inside the modules used here.
-    (n, context_length) long in, (n, embed_dim) out, not normalized."""
-    clip = model.get_base_model() if hasattr(model, "get_base_model") else model
-    causal = getattr(clip, "attn_mask", None) is not None and getattr(clip, "text_pool_type", None) == "argmax"
-    if not causal or not hasattr(clip, "positional_embedding"):
-        return model.encode_text(tokens)
-    length = text_length(tokens)
-    tokens = tokens[:, :length]
-    cast_dtype = clip.transformer.get_cast_dtype()
-    x = clip.token_embedding(tokens).to(cast_dtype)  # (n, length, width)
-    x = x + clip.positional_embedding[:length].to(cast_dtype)
-    x = clip.transformer(x, attn_mask=clip.attn_mask[:length, :length])
-    x = clip.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # the end-of-text token
-    projection = clip.text_projection
-    if projection is None:
-        return x
-    return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
-
-
 def register_model_configs() -> None:
     """Make qualia's own open_clip configs (``qualia-tiny``) known to open_clip; idempotent."""
     if TINY_BACKBONE not in open_clip.list_models():

@@ -20,6 +20,15 @@ TINY_BACKBONE = "qualia-tiny"
 TINY_PRETRAINED = "standin-v1"  # the stand-in shipped in qualia/weights/ (random-seed0: random init)
 
 
+def top_blocks_pattern(depths: tuple[int, int], blocks: int) -> str:
+    """A peft regex (matched against whole module paths) for attention and MLP of the top ``blocks``
+    blocks of open_clip's image tower (``visual.transformer``) and text tower (``transformer``)."""
+    image, text = (range(max(depth - blocks, 0), depth) for depth in depths)
+    towers = (rf"visual\.transformer\.resblocks\.({'|'.join(map(str, image))})"
+              rf"|transformer\.resblocks\.({'|'.join(map(str, text))})")  # fmt: skip
+    return rf"({towers})\.(attn|mlp\.c_fc|mlp\.c_proj)"
+
+
 @dataclass
 class LoraSettings:
     rank: int = field(default=8, metadata={"help": "rank r of each low-rank update B·A"})
@@ -88,6 +97,11 @@ class TrainSettings:
         metadata={"help": "weight of a term keeping the generic pairs' embeddings where the backbone put them "
                           "(1 - cosine to the frozen backbone's), beside generic_replay; 0 turns it off"},
     )
+    lora_blocks: int = field(
+        default=2,
+        metadata={"help": "adapt only the top N blocks of each tower, computing the frozen blocks below once "
+                          "instead of every step (0: every block)"},
+    )
     train_tokens: bool = field(
         default=True,
         metadata={"help": "also train the input embeddings of the word pieces in the person's texts (peft trainable tokens)"},
@@ -99,12 +113,24 @@ class TrainSettings:
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
             raise InvalidArgument("training needs epochs >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
+        if self.lora_blocks < 0:
+            raise InvalidArgument(f"lora_blocks must be 0 (every block) or more, not {self.lora_blocks}")
         if not self.lr > 0:
             raise InvalidArgument(f"learning rate must be positive, got {self.lr}")
         self.lora()  # bad LoRA settings fail here, before the backbone and pictures are loaded
 
-    def lora(self, trainable_tokens: list[int] | None = None) -> LoraSettings:
-        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout, trainable_tokens=trainable_tokens)
+    def lora(self, trainable_tokens: list[int] | None = None, depths: tuple[int, int] | None = None) -> LoraSettings:
+        """The LoRA of this recipe; ``depths`` (image, text tower blocks) place it when ``lora_blocks`` is set."""
+        extra = {"target_modules": top_blocks_pattern(depths, self.lora_blocks)} if self.lora_blocks and depths else {}
+        return LoraSettings(rank=self.rank, alpha=self.alpha, dropout=self.dropout, trainable_tokens=trainable_tokens,
+                            **extra)  # fmt: skip
+
+    def tower_starts(self, depths: tuple[int, int]) -> tuple[int, int]:
+        """(image, text) block where each tower's adapted part starts; below it nothing changes."""
+        if not self.lora_blocks:
+            return 0, 0
+        image, text = (max(depth - self.lora_blocks, 0) for depth in depths)
+        return image, 0 if self.train_tokens else text  # trained token embeddings change the text tower's input
 
     def recipe(self) -> dict[str, Any]:
         """The training settings an adapter records beside its identity (backbone and LoRA: ``adapter_identity``)."""

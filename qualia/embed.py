@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from qualia import images
-from qualia.backbone import Backbone, encode_text
+from qualia.backbone import Backbone
+from qualia.towers import encode_text
 from qualia.errors import InvalidImage
 from qualia.lora import load_adapter
 

@@ -31,7 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from qualia import __version__, workspace
-from qualia.backbone import Backbone, encode_text, load_backbone
+from qualia import __version__, towers, workspace
+from qualia.backbone import Backbone, load_backbone
 from qualia.config import LoraSettings, TrainSettings
 from qualia.corpus import Corpus
 from qualia.embed import Encoder
@@ -73,6 +73,25 @@ class _Data:
     anchor_image: torch.Tensor | None = None
     anchor_text: torch.Tensor | None = None
     anchored: torch.Tensor | None = None
+    # with ``lora_blocks``: the frozen trunks' outputs, computed once (float16): (n_images, sequence, width)
+    # following ``pixels``, and (n_pairs, longest text, width) following ``tokens``; None: run the whole tower
+    image_acts: torch.Tensor | None = None
+    text_acts: torch.Tensor | None = None
+    image_start: int = 0  # the block each tower's head starts at
+    text_start: int = 0
+
+    def image_features(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(len(rows), embed_dim) of the pictures at ``rows`` of ``pixels``, not normalized."""
+        if self.image_acts is not None:
+            return towers.image_head(model, self.image_acts[rows].to(device, torch.float32), self.image_start)
+        return model.encode_image(self.pixels[rows].to(device, torch.float32))
+
+    def text_features(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(len(rows), embed_dim) of the texts of pairs ``rows``, not normalized."""
+        tokens = self.tokens[rows].to(device)
+        if self.text_acts is not None:
+            return towers.text_head(model, self.text_acts[rows].to(device, torch.float32), tokens, self.text_start)
+        return towers.encode_text(model, tokens)
 
 
 def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, int], pixels: torch.Tensor) -> _Data:
@@ -109,7 +128,7 @@ def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
     with torch.no_grad():  # before any LoRA is attached: what the backbone itself makes of them
         device = backbone.device
         anchor_image = F.normalize(backbone.model.encode_image(pixels.to(device, torch.float32)), dim=-1).cpu()
-        anchor_text = F.normalize(encode_text(backbone.model, tokens.to(device)), dim=-1).cpu()
+        anchor_text = F.normalize(towers.encode_text(backbone.model, tokens.to(device)), dim=-1).cpu()
     n, dim = len(data.tokens), anchor_image.shape[1]
     return _Data(
         pixels=torch.cat([data.pixels, pixels]),
@@ -141,8 +160,8 @@ def contrastive_loss(
     ``generic_anchor`` > 0 adds, at that weight, the mean cosine distance of the batch's generic replay
     rows from where the frozen backbone put them (``_Data.anchor_*``)."""
     image_of, text_of = data.image_of[batch], data.text_of[batch]
-    images = F.normalize(model.encode_image(data.pixels[image_of].to(device, torch.float32)), dim=-1)
-    texts = F.normalize(encode_text(model, data.tokens[batch].to(device)), dim=-1)
+    images = F.normalize(data.image_features(model, image_of, device), dim=-1)
+    texts = F.normalize(data.text_features(model, batch, device), dim=-1)
     logits = logit_scale * texts @ images.T  # (b, b): row = text, column = picture
     same = (image_of[:, None] == image_of[None, :]) | (text_of[:, None] == text_of[None, :])
     same &= ~torch.eye(len(batch), dtype=torch.bool)
@@ -266,9 +285,19 @@ def _step_bar(progress: bool, total: int, done: int) -> Any:
 
 def _validation_recall(run: _Run, material: _Material, backbone: Backbone) -> dict[str, float]:
     """Held-out recall@10 both ways of the model as it is now (what early stopping watches)."""
-    encoder = Encoder(run.model, backbone)
-    texts = encoder.encode_tokens(material.val_data.tokens)
-    metrics = retrieval_metrics(texts, encoder.encode_pixels(material.val_pixels()), material.val)
+    data, device = material.val_data, backbone.device
+    if data.image_acts is None and data.text_acts is None:
+        encoder = Encoder(run.model, backbone)
+        texts, images = encoder.encode_tokens(data.tokens), encoder.encode_pixels(material.val_pixels())
+    else:  # the heads over the cached trunks
+        run.model.eval()
+        picture_rows = torch.tensor([material.row_of_image[s] for s in unique_images(material.val)])
+        with torch.no_grad():
+            images = torch.cat([data.image_features(run.model, rows, device) for rows in picture_rows.split(TRUNK_BATCH)])
+            texts = torch.cat([data.text_features(run.model, rows, device)
+                               for rows in torch.arange(len(data.tokens)).split(TRUNK_BATCH)])  # fmt: skip
+        texts, images = (F.normalize(x.float(), dim=-1).cpu().numpy() for x in (texts, images))
+    metrics = retrieval_metrics(texts, images, material.val)
     return {"val_t2i_r10": metrics["t2i"]["r10"], "val_i2t_r10": metrics["i2t"]["r10"]}
 
 
@@ -351,7 +380,30 @@ def _check_enough(train: list[Pair], val: list[Pair], n_pairs: int, where: str) 
         )
 
 
-def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, replay: bool = False) -> _Material:
+TRUNK_BATCH = 64
+
+
+def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], image_acts: torch.Tensor | None = None) -> _Data:
+    """``data`` with its frozen trunks computed (or ``image_acts`` given, when another ``_Data`` shares
+    its pictures): each step then runs only the heads. float16, like the cached pixels."""
+    image_start, text_start = starts
+    model, device = backbone.model, backbone.device
+    with torch.no_grad():
+        if image_acts is None and image_start:
+            image_acts = torch.cat([towers.image_trunk(model, chunk.to(device, torch.float32), image_start).half().cpu()
+                                    for chunk in data.pixels.split(TRUNK_BATCH)])  # fmt: skip
+        text_acts = None
+        if text_start:
+            text_acts = torch.zeros(len(data.tokens), towers.text_length(data.tokens), model.transformer.width,
+                                    dtype=torch.float16)  # fmt: skip
+            for rows in torch.arange(len(data.tokens)).split(TRUNK_BATCH):
+                acts = towers.text_trunk(model, data.tokens[rows].to(device), text_start)
+                text_acts[rows, : acts.shape[1]] = acts.half().cpu()  # past a text's end nothing reads it
+    return replace(data, image_acts=image_acts if image_start else None, text_acts=text_acts,
+                               image_start=image_start, text_start=text_start)  # fmt: skip
+
+
+def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, settings: TrainSettings) -> _Material:
     pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16)
     if unreadable:
         kept = set(readable)
@@ -359,12 +411,18 @@ def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Ba
         _check_enough(train, val, len(pairs), f"after skipping {len(unreadable)} unreadable pictures")
     row_of_image = {sha: i for i, sha in enumerate(unique_images(train + val))}
     train_data = _build_data(train, backbone, row_of_image, pixels)
-    if replay:
+    val_data = _build_data(val, backbone, row_of_image, pixels)
+    if settings.generic_replay:
         train_data = _with_generic_replay(train_data, backbone, REPLAY_POOL)
+    starts = settings.tower_starts(towers.depths(backbone.model))
+    if any(starts):
+        train_data = _with_trunks(train_data, backbone, starts)
+        shared = train_data.image_acts[: len(pixels)] if train_data.image_acts is not None else None
+        val_data = _with_trunks(val_data, backbone, starts, image_acts=shared)  # replay pictures come after its own
     material = _Material(
         pairs, train, val, pixels, row_of_image, len(unreadable),
         train_data=train_data,
-        val_data=_build_data(val, backbone, row_of_image, pixels),
+        val_data=val_data,
     )
     log.info("%d training pairs, %d validation pairs, %d pictures cached", len(train), len(val), len(pixels))
     return material
@@ -383,7 +441,8 @@ def _start_run(
     """A fresh LoRA model and optimizer, or the state of a checkpoint of this very recipe and data."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)  # the LoRA A matrices' init
-        lora = settings.lora(_person_tokens(material, backbone) if settings.train_tokens else None)
+        tokens = _person_tokens(material, backbone) if settings.train_tokens else None
+        lora = settings.lora(tokens, towers.depths(backbone.model))
         model = attach_lora(backbone, lora)
     trainable = [p for p in model.parameters() if p.requires_grad]
     run = _Run(
@@ -549,7 +608,7 @@ def train_profile(
     checkpoint = ws.adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
-        material = _prepare(pairs, train, val, backbone, replay=settings.generic_replay > 0)
+        material = _prepare(pairs, train, val, backbone, settings)
         run = _start_run(backbone, settings, material, checkpoint, profile)
         _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
         run.restore_best()

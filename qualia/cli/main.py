@@ -79,7 +79,7 @@ def cmd_corpus(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     ws.require(args.profile, "corpus")
     given = {name: getattr(args, name)
-             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "train_tokens", "device")}
+             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens", "device")}
     settings = TrainSettings(**given)
 
     from qualia.train import train_profile
@@ -348,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flag(sp, "epochs", "N", type=int)
     _train_flag(sp, "patience", "N", type=int)
     _train_flag(sp, "rank", "R", type=int)
+    _train_flag(sp, "lora_blocks", "N", type=int)
     sp.add_argument("--train-tokens", dest="train_tokens", action=argparse.BooleanOptionalAction, default=True,
                     help={f.name: f for f in dataclasses.fields(TrainSettings)}["train_tokens"].metadata["help"])
     _train_flag(sp, "device", "DEVICE", choices=("cpu", "cuda"))

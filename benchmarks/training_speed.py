@@ -1,0 +1,109 @@
+"""What training costs against one frozen pass over the corpus (issue 8).
+
+On the sample person's corpus (crawled once into a scratch folder, as ``persona_quality.py`` does), in one
+run and one process, one after the other (never two at once on the same cores):
+
+  (a) one frozen embedding pass over the corpus's pictures and texts with open_clip directly
+      (``encode_image`` / ``encode_text``, full context, batches of 64);
+  (b) ``qualia train`` + ``qualia index`` with the given settings (default: the current defaults);
+  (c) the skeleton's recipe: LoRA in every block, back-propagated through both whole towers
+      (``lora_blocks=0``), with the same epochs, + ``qualia index``.
+
+Prints one JSON object: seconds of each, (b)/(a) and (c)/(b), and each adapter's held-out recall@10 and
+retention. Random weights are fine for timing ViT-B-32:
+
+    .venv/bin/python benchmarks/training_speed.py --workspace /tmp/persona --backbone ViT-B-32 \\
+        --pretrained random-seed0 --epochs 1 [--set lora_blocks=2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _report import emit, machine
+from crawler.run import crawl
+from qualia.backbone import load_backbone
+from qualia.config import TINY_BACKBONE, TrainSettings
+from qualia.corpus import Corpus
+from qualia.embed import open_image
+from qualia.index import _image_rows, _text_rows, index_profile
+from qualia.train import train_profile
+from qualia.workspace import Workspace
+from samplesite import SampleSite
+
+PROFILE = "persona"
+
+
+def frozen_pass(ws: Workspace, backbone_name: str, pretrained: str | None) -> dict[str, Any]:
+    """(a): every stored picture and every distinct text the index would hold, through open_clip as is."""
+    backbone = load_backbone(backbone_name, pretrained)
+    with Corpus.open(ws, PROFILE, readonly=True) as corpus:
+        first_url = corpus.first_image_urls()
+        pictures, texts = _image_rows(corpus, first_url), _text_rows(corpus, first_url)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for start in range(0, len(pictures), 64):
+            batch = torch.stack([backbone.preprocess(open_image(row.path)) for row in pictures[start : start + 64]])
+            backbone.model.encode_image(batch)
+        for start in range(0, len(texts), 64):
+            backbone.model.encode_text(backbone.tokenizer([row.text for row in texts[start : start + 64]]))
+    return {"seconds": time.perf_counter() - started, "pictures": len(pictures), "texts": len(texts)}
+
+
+def train_and_index(ws: Workspace, settings: TrainSettings) -> dict[str, Any]:
+    started = time.perf_counter()
+    adapter = train_profile(ws, PROFILE, settings)
+    trained = time.perf_counter()
+    index_profile(ws, PROFILE, adapter.name)
+    done = time.perf_counter()
+    metrics = json.loads((adapter / "metrics.json").read_text())["adapter"]
+    return {"seconds": done - started, "train_s": trained - started, "index_s": done - trained,
+            "t2i_r10": metrics["t2i"]["r10"], "i2t_r10": metrics["i2t"]["r10"], "retention": metrics.get("retention")}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspace", type=Path, help="reuse (or keep) the crawl in this folder")
+    parser.add_argument("--backbone", default=TINY_BACKBONE)
+    parser.add_argument("--pretrained", default=None)
+    parser.add_argument("--epochs", type=int, default=None, help="default: TrainSettings' own")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a TrainSettings field for (b)")
+    parser.add_argument("--skip", default="", help="comma-separated parts not to run: a, b, c")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    ws = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-speed-"))
+    if not ws.corpus_path(PROFILE).is_file():
+        with SampleSite() as site:
+            crawl(ws, PROFILE, substack=[site.substack_handle], pinterest=[site.pinterest_username],
+                  depth=2, delay=0.0, progress=False, urls=site.env())
+    common = {"backbone": args.backbone, "pretrained": args.pretrained,
+              **({"epochs": args.epochs} if args.epochs else {})}
+    extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    skip = set(args.skip.split(","))
+    result: dict[str, Any] = {"machine": {**machine(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+                              "backbone": args.backbone, "pretrained": args.pretrained, "settings_b": {**common, **extra}}
+    if "a" not in skip:
+        result["a_frozen_pass"] = frozen_pass(ws, args.backbone, args.pretrained)
+    if "b" not in skip:
+        result["b_qualia"] = train_and_index(ws, TrainSettings(**common, **extra))
+    if "c" not in skip:
+        result["c_full_backprop"] = train_and_index(ws, TrainSettings(**common, **{**extra, "lora_blocks": 0}))
+    a, b, c = (result.get(k, {}).get("seconds") for k in ("a_frozen_pass", "b_qualia", "c_full_backprop"))
+    if a and b:
+        result["b_over_a"] = round(b / a, 2)
+    if b and c:
+        result["c_over_b"] = round(c / b, 2)
+    print(json.dumps({k: v for k, v in result.items() if k.endswith(("_over_a", "_over_b"))}), file=sys.stderr)
+    return emit(result, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
