@@ -51,7 +51,7 @@ def frozen_pass(ws: Workspace, backbone_name: str, pretrained: str | None) -> di
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(pictures), 64):
-            batch = torch.stack([backbone.preprocess(open_image(row.path)) for row in pictures[start : start + 64]])
+            batch = torch.stack([backbone.preprocess(open_image(row.image_path)) for row in pictures[start : start + 64]])
             backbone.model.encode_image(batch)
         for start in range(0, len(texts), 64):
             backbone.model.encode_text(backbone.tokenizer([row.text for row in texts[start : start + 64]]))
