@@ -124,22 +124,28 @@ def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
         captions.append(words)
     text_base = int(data.text_of.max()) + 1 if len(data.text_of) else 0
     distinct = {c: k for k, c in enumerate(dict.fromkeys(captions))}
-    pixels, tokens = torch.stack(pictures), backbone.tokenizer(captions)
-    with torch.no_grad():  # before any LoRA is attached: what the backbone itself makes of them
-        device = backbone.device
-        anchor_image = F.normalize(backbone.model.encode_image(pixels.to(device, torch.float32)), dim=-1).cpu()
-        anchor_text = F.normalize(towers.encode_text(backbone.model, tokens.to(device)), dim=-1).cpu()
-    n, dim = len(data.tokens), anchor_image.shape[1]
+    n = len(data.tokens)
     return _Data(
-        pixels=torch.cat([data.pixels, pixels]),
-        tokens=torch.cat([data.tokens, tokens]),
+        pixels=torch.cat([data.pixels, torch.stack(pictures)]),
+        tokens=torch.cat([data.tokens, backbone.tokenizer(captions)]),
         image_of=torch.cat([data.image_of, len(data.pixels) + torch.arange(size)]),
         text_of=torch.cat([data.text_of, text_base + torch.tensor([distinct[c] for c in captions])]),
         weight=torch.cat([data.weight, torch.full((size,), REPLAY_WEIGHT)]),
-        anchor_image=torch.cat([torch.zeros(n, dim), anchor_image]),
-        anchor_text=torch.cat([torch.zeros(n, dim), anchor_text]),
         anchored=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(size, dtype=torch.bool)]),
     )
+
+
+def _with_anchors(data: _Data, backbone: Backbone) -> _Data:
+    """``data`` with the frozen backbone's unit embeddings of its anchored (generic) rows, through the
+    same trunks and heads training uses, before any LoRA is attached."""
+    rows = data.anchored.nonzero()[:, 0]
+    dim, device = backbone.embed_dim, backbone.device
+    anchor_image, anchor_text = torch.zeros(len(data.tokens), dim), torch.zeros(len(data.tokens), dim)
+    with torch.no_grad():
+        for chunk in rows.split(TRUNK_BATCH):
+            anchor_image[chunk] = F.normalize(data.image_features(backbone.model, data.image_of[chunk], device), dim=-1).cpu()
+            anchor_text[chunk] = F.normalize(data.text_features(backbone.model, chunk, device), dim=-1).cpu()
+    return replace(data, anchor_image=anchor_image, anchor_text=anchor_text)
 
 
 def contrastive_loss(
@@ -176,7 +182,7 @@ def contrastive_loss(
         per_pair = per_pair + text_negatives * mixed
     weight = data.weight[batch].to(device)
     loss = (per_pair * weight).sum() / weight.sum()
-    if generic_anchor > 0 and data.anchored is not None:
+    if generic_anchor > 0 and data.anchored is not None and data.anchor_image is not None:
         rows = data.anchored[batch].to(device)
         if rows.any():
             kept_image = (images[rows] * data.anchor_image[batch][rows].to(device)).sum(-1)
@@ -383,27 +389,41 @@ def _check_enough(train: list[Pair], val: list[Pair], n_pairs: int, where: str) 
 TRUNK_BATCH = 64
 
 
-def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], image_acts: torch.Tensor | None = None) -> _Data:
+def _chunks(rows: torch.Tensor, desc: str, progress: bool) -> Any:
+    """``rows`` in chunks of TRUNK_BATCH, with a bar on a terminal."""
+    chunks = rows.split(TRUNK_BATCH)
+    if not (progress and sys.stderr.isatty()):
+        return chunks
+    from tqdm import tqdm
+
+    return tqdm(chunks, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], image_acts: torch.Tensor | None = None,
+                 progress: bool = False) -> _Data:  # fmt: skip
     """``data`` with its frozen trunks computed (or ``image_acts`` given, when another ``_Data`` shares
     its pictures): each step then runs only the heads. float16, like the cached pixels."""
     image_start, text_start = starts
     model, device = backbone.model, backbone.device
     with torch.no_grad():
         if image_acts is None and image_start:
-            image_acts = torch.cat([towers.image_trunk(model, chunk.to(device, torch.float32), image_start).half().cpu()
-                                    for chunk in data.pixels.split(TRUNK_BATCH)])  # fmt: skip
+            pictures = _chunks(torch.arange(len(data.pixels)), "computing the frozen blocks of the pictures", progress)
+            image_acts = torch.cat([towers.image_trunk(model, data.pixels[rows].to(device, torch.float32), image_start)
+                                    .half().cpu() for rows in pictures])  # fmt: skip
         text_acts = None
         if text_start:
             text_acts = torch.zeros(len(data.tokens), towers.text_length(data.tokens), model.transformer.width,
                                     dtype=torch.float16)  # fmt: skip
-            for rows in torch.arange(len(data.tokens)).split(TRUNK_BATCH):
+            for rows in _chunks(torch.arange(len(data.tokens)), "computing the frozen blocks of the texts", progress):
                 acts = towers.text_trunk(model, data.tokens[rows].to(device), text_start)
                 text_acts[rows, : acts.shape[1]] = acts.half().cpu()  # past a text's end nothing reads it
     return replace(data, image_acts=image_acts if image_start else None, text_acts=text_acts,
                                image_start=image_start, text_start=text_start)  # fmt: skip
 
 
-def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, settings: TrainSettings) -> _Material:
+def _prepare(
+    pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, settings: TrainSettings, progress: bool = False
+) -> _Material:
     pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16)
     if unreadable:
         kept = set(readable)
@@ -416,9 +436,11 @@ def _prepare(pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Ba
         train_data = _with_generic_replay(train_data, backbone, REPLAY_POOL)
     starts = settings.tower_starts(towers.depths(backbone.model))
     if any(starts):
-        train_data = _with_trunks(train_data, backbone, starts)
+        train_data = _with_trunks(train_data, backbone, starts, progress=progress)
         shared = train_data.image_acts[: len(pixels)] if train_data.image_acts is not None else None
         val_data = _with_trunks(val_data, backbone, starts, image_acts=shared)  # replay pictures come after its own
+    if settings.generic_replay:
+        train_data = _with_anchors(train_data, backbone)
     material = _Material(
         pairs, train, val, pixels, row_of_image, len(unreadable),
         train_data=train_data,
@@ -608,7 +630,7 @@ def train_profile(
     checkpoint = ws.adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
-        material = _prepare(pairs, train, val, backbone, settings)
+        material = _prepare(pairs, train, val, backbone, settings, progress)
         run = _start_run(backbone, settings, material, checkpoint, profile)
         _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
         run.restore_best()
