@@ -5,7 +5,8 @@ Vectors are float32 and L2-normalized, so inner product = cosine similarity.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,29 +21,42 @@ from qualia.lora import load_adapter
 
 
 class Encoder:
-    def __init__(self, model: torch.nn.Module, backbone: Backbone, batch_size: int = 64) -> None:
+    """``name`` and ``progress``: with ``progress`` on a terminal, each pass of more than one batch
+    draws a bar named after the encoder ("base", "adapter") and what it encodes."""
+
+    def __init__(self, model: torch.nn.Module, backbone: Backbone, batch_size: int = 64, name: str = "",
+                 progress: bool = False) -> None:  # fmt: skip
         self.model = model
         self.backbone = backbone
         self.batch_size = batch_size
         self.dim = backbone.embed_dim
+        self.name = name
+        self.progress = progress
 
     @classmethod
-    def load(cls, backbone: Backbone, adapter_dir: Path | None = None) -> Encoder:
+    def load(cls, backbone: Backbone, adapter_dir: Path | None = None, progress: bool = False) -> Encoder:
         """The frozen base (``adapter_dir`` None) or base + the adapter in that folder."""
         model = backbone.model if adapter_dir is None else load_adapter(backbone, Path(adapter_dir))
-        return cls(model, backbone)
+        return cls(model, backbone, name="base" if adapter_dir is None else "adapter", progress=progress)
+
+    def _bar(self, batches: list[torch.Tensor], what: str) -> Iterable[torch.Tensor]:
+        if not (self.progress and len(batches) > 1 and sys.stderr.isatty()):
+            return batches
+        from tqdm import tqdm
+
+        return tqdm(batches, desc=f"{self.name} {what}".strip(), unit="batch", leave=False, dynamic_ncols=True)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def _run(self, encode, batches: list[torch.Tensor]) -> np.ndarray:
+    def _run(self, encode, batches: list[torch.Tensor], what: str) -> np.ndarray:
         out = [np.zeros((0, self.dim), dtype=np.float32)]
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.inference_mode():
-                for batch in batches:
+                for batch in self._bar(batches, what):
                     batch = batch.to(self.device)
                     if batch.is_floating_point():
                         batch = batch.float()  # cached pixels may be float16
@@ -56,14 +70,14 @@ class Encoder:
         """(n, context_length) token ids -> (n, dim), in the given order. Texts go through in batches of
         similar length, each cut to its longest text (``backbone.encode_text``): padding costs nothing."""
         order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
-        vectors = self._run(lambda batch: encode_text(self.model, batch), list(tokens[order].split(self.batch_size)))
+        vectors = self._run(lambda batch: encode_text(self.model, batch), list(tokens[order].split(self.batch_size)), "texts")
         in_order = np.empty_like(vectors)
         in_order[order.numpy()] = vectors
         return in_order
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """(n, 3, image_size, image_size) preprocessed images -> (n, dim)."""
-        return self._run(self.model.encode_image, list(pixels.split(self.batch_size)))
+        return self._run(self.model.encode_image, list(pixels.split(self.batch_size)), "pictures")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -232,7 +232,9 @@ def validation_pairs(ws: workspace.Workspace, profile: str, adapter_dir: Path) -
         return [p for p in corpus_pairs(corpus) if p.artifact_id in held_out]
 
 
-def evaluate_profile(ws: workspace.Workspace, profile: str, adapter_version: str | None = None) -> dict[str, Any]:
+def evaluate_profile(
+    ws: workspace.Workspace, profile: str, adapter_version: str | None = None, progress: bool = False
+) -> dict[str, Any]:
     """``{"pairs": n, "base": metrics, "adapter": metrics}`` on the adapter's held-out pairs."""
     adapter_dir, meta = usable_adapter(ws, profile, adapter_version)
     pairs = validation_pairs(ws, profile, adapter_dir)
@@ -240,5 +242,6 @@ def evaluate_profile(ws: workspace.Workspace, profile: str, adapter_version: str
     pixels, pairs, unreadable = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     if not pairs:
         raise NotEnoughData(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
-    report = compare(Encoder.load(backbone), Encoder.load(backbone, adapter_dir), pairs, pixels)
+    report = compare(Encoder.load(backbone, progress=progress), Encoder.load(backbone, adapter_dir, progress=progress),
+                     pairs, pixels)  # fmt: skip
     return {**report, "images_unreadable": len(unreadable)}

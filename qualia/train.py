@@ -635,7 +635,8 @@ def train_profile(
         _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
         run.restore_best()
         embeddings: dict[str, tuple] = {}
-        base, adapted = Encoder(backbone.model, backbone), Encoder(run.model, backbone)
+        base = Encoder(backbone.model, backbone, name="evaluating the base", progress=progress)
+        adapted = Encoder(run.model, backbone, name="evaluating the adapter", progress=progress)
         metrics = compare(base, adapted, material.val, material.val_pixels(), embeddings)
     seconds = time.monotonic() - started
     folder = _save_version(ws, profile, settings, backbone, run, material, metrics, seconds, embeddings)

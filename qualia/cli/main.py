@@ -121,7 +121,7 @@ def cmd_eval(ws: Workspace, args: argparse.Namespace) -> int:
 
     from qualia.evaluate import evaluate_profile
 
-    report = evaluate_profile(ws, args.profile, args.adapter)
+    report = evaluate_profile(ws, args.profile, args.adapter, progress=_progress())
     emit(report, args.json, format_eval(report))
     return 0
 
