@@ -5,8 +5,7 @@ Vectors are float32 and L2-normalized, so inner product = cosine similarity.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from PIL import Image
 
 from qualia import images
 from qualia.backbone import Backbone
+from qualia.progress import bar
 from qualia.towers import encode_text
 from qualia.errors import InvalidImage
 from qualia.lora import load_adapter
@@ -39,13 +39,6 @@ class Encoder:
         model = backbone.model if adapter_dir is None else load_adapter(backbone, Path(adapter_dir))
         return cls(model, backbone, name="base" if adapter_dir is None else "adapter", progress=progress)
 
-    def _bar(self, batches: list[torch.Tensor], what: str) -> Iterable[torch.Tensor]:
-        if not (self.progress and len(batches) > 1 and sys.stderr.isatty()):
-            return batches
-        from tqdm import tqdm
-
-        return tqdm(batches, desc=f"{self.name} {what}".strip(), unit="batch", leave=False, dynamic_ncols=True)
-
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
@@ -56,7 +49,8 @@ class Encoder:
         self.model.eval()
         try:
             with torch.inference_mode():
-                for batch in self._bar(batches, what):
+                for batch in bar(batches, enabled=self.progress and len(batches) > 1, desc=f"{self.name} {what}".strip(),
+                                 leave=False):  # fmt: skip
                     batch = batch.to(self.device)
                     if batch.is_floating_point():
                         batch = batch.float()  # cached pixels may be float16
@@ -68,7 +62,7 @@ class Encoder:
 
     def encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         """(n, context_length) token ids -> (n, dim), in the given order. Texts go through in batches of
-        similar length, each cut to its longest text (``backbone.encode_text``): padding costs nothing."""
+        similar length, each cut to its longest text (``towers.encode_text``): padding costs nothing."""
         order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
         vectors = self._run(lambda batch: encode_text(self.model, batch), list(tokens[order].split(self.batch_size)), "texts")
         in_order = np.empty_like(vectors)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,6 +47,7 @@ from qualia import text, workspace
 from qualia.corpus import Corpus
 from qualia.errors import CorruptIndex, InvalidArgument, InvalidImage, NotEnoughData, NotFound
 from qualia.pairs import corpus_pairs, described_occurrences
+from qualia.progress import bar
 
 if TYPE_CHECKING:
     from qualia.embed import Encoder
@@ -187,14 +188,6 @@ def _batches(seq: list, size: int) -> Iterator[list]:
         yield seq[start : start + size]
 
 
-def _progress(batches: Iterable, total: int, desc: str, enabled: bool) -> Iterable:
-    if not enabled:
-        return batches
-    from tqdm import tqdm
-
-    return tqdm(batches, total=total, desc=desc, unit="batch", leave=False)
-
-
 def _readable(batch: list[_Row]) -> tuple[list[_Row], list[Image.Image]]:
     """The rows of ``batch`` whose stored picture can be read, with their pictures; the others are logged."""
     from qualia.embed import open_image
@@ -216,7 +209,8 @@ def _embed(rows: list[_Row], encoder: Encoder, progress: bool) -> tuple[list[_Ro
         return [], np.zeros((0, encoder.dim), dtype=np.float32)
     modality = rows[0].modality
     kept, chunks = [], [np.zeros((0, encoder.dim), dtype=np.float32)]
-    for batch in _progress(_batches(rows, BATCH), -(-len(rows) // BATCH), f"embedding {modality}s", progress):
+    for batch in bar(_batches(rows, BATCH), enabled=progress, desc=f"embedding {modality}s", total=-(-len(rows) // BATCH),
+                     leave=False):  # fmt: skip
         if modality == "image":
             batch, pictures = _readable(batch)
             chunks.append(encoder.encode_images(pictures))

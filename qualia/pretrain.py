@@ -32,6 +32,7 @@ from qualia.backbone import Backbone, load_backbone, state_dict_sha256
 from qualia.config import TINY_BACKBONE, PretrainSettings
 from qualia.embed import Encoder
 from qualia.generic import generic_pixels, generic_retrieval, nonce_collapse
+from qualia.progress import bar
 from qualia.train import save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def pretrain(out: Path, settings: PretrainSettings, progress: bool = False) -> d
     pool = procedural.nonce_words()
     generator = torch.Generator().manual_seed(settings.seed)
     began = time.monotonic() - seconds
-    bar = _bar(progress, settings.steps, start)
+    steps = bar(enabled=progress, desc="pre-training", unit="step", total=settings.steps, initial=start)
     losses: list[float] = []
     for step in range(start, settings.steps):
         generator.manual_seed(settings.seed * 10**7 + step)  # the random texts of a step, resumable
@@ -140,9 +141,8 @@ def pretrain(out: Path, settings: PretrainSettings, progress: bool = False) -> d
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(contrastive)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{contrastive:.3f}")
+        steps.update(1)
+        steps.set_postfix(loss=f"{contrastive:.3f}")
         if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
             history.append({"step": step + 1, "loss": sum(losses) / len(losses), "seconds": round(time.monotonic() - began, 1)})
             losses = []
@@ -150,8 +150,7 @@ def pretrain(out: Path, settings: PretrainSettings, progress: bool = False) -> d
             state = {"recipe": recipe, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "step": step + 1, "history": history, "seconds": time.monotonic() - began}  # fmt: skip
             save_checkpoint(checkpoint, state)
-    if bar is not None:
-        bar.close()
+    steps.close()
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -175,11 +174,3 @@ def pretrain(out: Path, settings: PretrainSettings, progress: bool = False) -> d
     workspace.atomic_write_json(out.with_name(out.stem + ".json"), report)
     checkpoint.unlink(missing_ok=True)
     return report
-
-
-def _bar(progress: bool, total: int, start: int):
-    if not progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=start, unit="step", desc="pre-training", dynamic_ncols=True)

@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +37,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from qualia import __version__, towers, workspace
 from qualia.backbone import Backbone, load_backbone
@@ -49,6 +49,7 @@ from qualia import plots
 from qualia.evaluate import SPLIT_FILE, compare, preprocess_images, retrieval_metrics, unique_images
 from qualia.lora import adapter_identity, attach_lora, save_adapter
 from qualia.pairs import Pair, corpus_pairs, split_pairs
+from qualia.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +140,11 @@ def _with_anchors(data: _Data, backbone: Backbone) -> _Data:
     """``data`` with the frozen backbone's unit embeddings of its anchored (generic) rows, through the
     same trunks and heads training uses, before any LoRA is attached."""
     rows = data.anchored.nonzero()[:, 0]
-    dim, device = backbone.embed_dim, backbone.device
+    model, dim, device = backbone.model, backbone.embed_dim, backbone.device
     anchor_image, anchor_text = torch.zeros(len(data.tokens), dim), torch.zeros(len(data.tokens), dim)
     with torch.no_grad():
-        for chunk in rows.split(TRUNK_BATCH):
-            anchor_image[chunk] = F.normalize(data.image_features(backbone.model, data.image_of[chunk], device), dim=-1).cpu()
-            anchor_text[chunk] = F.normalize(data.text_features(backbone.model, chunk, device), dim=-1).cpu()
+        anchor_image[rows] = F.normalize(_in_chunks(rows, lambda r: data.image_features(model, data.image_of[r], device)), dim=-1).cpu()
+        anchor_text[rows] = F.normalize(_in_chunks(rows, lambda r: data.text_features(model, r, device)), dim=-1).cpu()
     return replace(data, anchor_image=anchor_image, anchor_text=anchor_text)
 
 
@@ -270,39 +270,24 @@ def _mean_loss(model: torch.nn.Module, data: _Data, batch_size: int, scale: torc
     return total / weight
 
 
-def _report(epoch: int, epochs: int, record: dict[str, Any], bar: Any) -> None:
+def _report(epoch: int, epochs: int, record: dict[str, Any], steps: tqdm) -> None:
     val = record.get("val_loss")
     line = f"train loss {record['train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
     if "val_t2i_r10" in record:
         line += f"  val R@10 t2i {record['val_t2i_r10']:.3f} i2t {record['val_i2t_r10']:.3f}"
     log.info("epoch %d/%d  %s", epoch, epochs, line)
-    if bar is not None:
-        bar.set_postfix_str(f"epoch {epoch}: {line}", refresh=True)
-
-
-def _step_bar(progress: bool, total: int, done: int) -> Any:
-    """A bar over training steps (rate, ETA, the last epoch's figures) on a terminal; None in a pipe."""
-    if not (progress and sys.stderr.isatty()):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="step", desc="training", dynamic_ncols=True)
+    steps.set_postfix_str(f"epoch {epoch}: {line}", refresh=True)
 
 
 def _validation_recall(run: _Run, material: _Material, backbone: Backbone) -> dict[str, float]:
     """Held-out recall@10 both ways of the model as it is now (what early stopping watches)."""
-    data, device = material.val_data, backbone.device
-    if data.image_acts is None and data.text_acts is None:
-        encoder = Encoder(run.model, backbone)
-        texts, images = encoder.encode_tokens(data.tokens), encoder.encode_pixels(material.val_pixels())
-    else:  # the heads over the cached trunks
-        run.model.eval()
-        picture_rows = torch.tensor([material.row_of_image[s] for s in unique_images(material.val)])
-        with torch.no_grad():
-            images = torch.cat([data.image_features(run.model, rows, device) for rows in picture_rows.split(TRUNK_BATCH)])
-            texts = torch.cat([data.text_features(run.model, rows, device)
-                               for rows in torch.arange(len(data.tokens)).split(TRUNK_BATCH)])  # fmt: skip
-        texts, images = (F.normalize(x.float(), dim=-1).cpu().numpy() for x in (texts, images))
+    data, model, device = material.val_data, run.model, backbone.device
+    picture_rows = torch.tensor([material.row_of_image[s] for s in unique_images(material.val)])
+    model.eval()  # the next epoch sets train() again
+    with torch.no_grad():  # through the cached trunks when there are any
+        images = _in_chunks(picture_rows, lambda rows: data.image_features(model, rows, device))
+        texts = _in_chunks(torch.arange(len(data.tokens)), lambda rows: data.text_features(model, rows, device))
+    texts, images = (F.normalize(x.float(), dim=-1).cpu().numpy() for x in (texts, images))
     metrics = retrieval_metrics(texts, images, material.val)
     return {"val_t2i_r10": metrics["t2i"]["r10"], "val_i2t_r10": metrics["i2t"]["r10"]}
 
@@ -389,14 +374,9 @@ def _check_enough(train: list[Pair], val: list[Pair], n_pairs: int, where: str) 
 TRUNK_BATCH = 64
 
 
-def _chunks(rows: torch.Tensor, desc: str, progress: bool) -> Any:
-    """``rows`` in chunks of TRUNK_BATCH, with a bar on a terminal."""
-    chunks = rows.split(TRUNK_BATCH)
-    if not (progress and sys.stderr.isatty()):
-        return chunks
-    from tqdm import tqdm
-
-    return tqdm(chunks, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+def _in_chunks(rows: torch.Tensor, features: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``features`` of ``rows``, TRUNK_BATCH at a time, concatenated."""
+    return torch.cat([features(chunk) for chunk in rows.split(TRUNK_BATCH)])
 
 
 def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], image_acts: torch.Tensor | None = None,
@@ -407,14 +387,17 @@ def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], image
     model, device = backbone.model, backbone.device
     with torch.no_grad():
         if image_acts is None and image_start:
-            pictures = _chunks(torch.arange(len(data.pixels)), "computing the frozen blocks of the pictures", progress)
+            pictures = bar(torch.arange(len(data.pixels)).split(TRUNK_BATCH), enabled=progress, leave=False,
+                           desc="computing the frozen blocks of the pictures")  # fmt: skip
             image_acts = torch.cat([towers.image_trunk(model, data.pixels[rows].to(device, torch.float32), image_start)
                                     .half().cpu() for rows in pictures])  # fmt: skip
         text_acts = None
         if text_start:
             text_acts = torch.zeros(len(data.tokens), towers.text_length(data.tokens), model.transformer.width,
                                     dtype=torch.float16)  # fmt: skip
-            for rows in _chunks(torch.arange(len(data.tokens)), "computing the frozen blocks of the texts", progress):
+            texts = bar(torch.arange(len(data.tokens)).split(TRUNK_BATCH), enabled=progress, leave=False,
+                        desc="computing the frozen blocks of the texts")  # fmt: skip
+            for rows in texts:
                 acts = towers.text_trunk(model, data.tokens[rows].to(device), text_start)
                 text_acts[rows, : acts.shape[1]] = acts.half().cpu()  # past a text's end nothing reads it
     return replace(data, image_acts=image_acts if image_start else None, text_acts=text_acts,
@@ -499,12 +482,12 @@ def _train_epochs(
     """Epochs ``run.start_epoch`` .. ``settings.epochs``, each ending in a checkpoint; stops when
     held-out recall has not improved for ``settings.patience`` epochs. ``run.best_*`` is the best epoch."""
     steps_per_epoch = len(_batches(len(material.train), settings.batch_size, settings.seed, 0))
-    bar = _step_bar(progress, steps_per_epoch * settings.epochs, steps_per_epoch * run.start_epoch)
+    steps = bar(enabled=progress, desc="training", unit="step", total=steps_per_epoch * settings.epochs,
+                initial=steps_per_epoch * run.start_epoch)  # fmt: skip
     try:
-        _epochs(run, material, settings, backbone, steps_per_epoch, bar, on_epoch_end)
+        _epochs(run, material, settings, backbone, steps_per_epoch, steps, on_epoch_end)
     finally:
-        if bar is not None:
-            bar.close()
+        steps.close()
 
 
 def _epochs(
@@ -513,7 +496,7 @@ def _epochs(
     settings: TrainSettings,
     backbone: Backbone,
     steps_per_epoch: int,
-    bar: Any,
+    steps: tqdm,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
 ) -> None:
     device = backbone.device
@@ -537,8 +520,7 @@ def _epochs(
             loss.backward()
             run.optimizer.step()
             losses.append(float(loss.detach()))
-            if bar is not None:
-                bar.update(1)
+            steps.update(1)
         record = {
             "epoch": epoch + 1,
             "train_loss": sum(losses) / len(losses),
@@ -561,7 +543,7 @@ def _epochs(
                 "best_lora": run.best_lora,
             },
         )
-        _report(epoch + 1, settings.epochs, record, bar)
+        _report(epoch + 1, settings.epochs, record, steps)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
 
