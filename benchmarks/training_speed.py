@@ -5,7 +5,9 @@ run and one process, one after the other (never two at once on the same cores):
 
   (a) one frozen embedding pass over the corpus's pictures and texts with open_clip directly
       (``encode_image`` / ``encode_text``, full context, batches of 64);
-  (b) ``qualia train`` + ``qualia index`` with the given settings (default: the current defaults);
+  (b) ``qualia train`` + ``qualia index`` with the given settings (default: the current defaults), from an
+      empty trunk cache (``qualia.trunk_cache``), as a person's first training pays it; and again with the
+      cache warm (``b_warm``: a retrain, or another profile sharing pictures or the generic sets);
   (c) the skeleton's recipe: LoRA in every block, back-propagated through both whole towers
       (``lora_blocks=0``), with the same epochs, + ``qualia index``.
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -93,12 +96,15 @@ def main() -> int:
     if "a" not in skip:
         result["a_frozen_pass"] = frozen_pass(ws, args.backbone, args.pretrained)
     if "b" not in skip:
+        shutil.rmtree(ws.trunk_cache_dir, ignore_errors=True)
         result["b_qualia"] = train_and_index(ws, TrainSettings(**common, **extra))
+        result["b_warm"] = train_and_index(ws, TrainSettings(**common, **extra))
     if "c" not in skip:
         result["c_full_backprop"] = train_and_index(ws, TrainSettings(**common, **{**extra, "lora_blocks": 0}))
     a, b, c = (result.get(k, {}).get("seconds") for k in ("a_frozen_pass", "b_qualia", "c_full_backprop"))
     if a and b:
         result["b_over_a"] = round(b / a, 2)
+        result["b_warm_over_a"] = round(result["b_warm"]["seconds"] / a, 2)
     if b and c:
         result["c_over_b"] = round(c / b, 2)
     print(json.dumps({k: v for k, v in result.items() if k.endswith(("_over_a", "_over_b"))}), file=sys.stderr)

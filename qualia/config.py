@@ -65,6 +65,9 @@ class LoraSettings:
         )
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass
 class TrainSettings:
     backbone: str = field(default=DEFAULT_BACKBONE, metadata={"help": f"open_clip model name, or {TINY_BACKBONE}"})
@@ -109,8 +112,15 @@ class TrainSettings:
     val_fraction: float = field(default=0.2, metadata={"help": "share of artifacts held out for evaluation"})
     seed: int = field(default=0, metadata={"help": "seeds the split, the LoRA init and the batch order"})
     device: str = field(default="cpu", metadata={"help": "torch device: cpu or cuda"})
+    precision: str = field(
+        default="auto",
+        metadata={"help": "arithmetic of the training steps: fp32, bf16 (bfloat16 matmuls under autocast; "
+                          "weights, optimizer and loss stay float32), or auto (bf16 on cuda, fp32 on cpu)"},
+    )
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InvalidArgument(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.epochs < 1 or self.batch_size < 2:
             raise InvalidArgument("training needs epochs >= 1 and batch_size >= 2 (a contrastive batch needs negatives)")
         if self.lora_blocks < 0:
@@ -118,6 +128,10 @@ class TrainSettings:
         if not self.lr > 0:
             raise InvalidArgument(f"learning rate must be positive, got {self.lr}")
         self.lora()  # bad LoRA settings fail here, before the backbone and pictures are loaded
+
+    def mixed_precision(self) -> bool:
+        """Whether the training steps run under bfloat16 autocast."""
+        return self.precision == "bf16" or (self.precision == "auto" and self.device.startswith("cuda"))
 
     def lora(self, trainable_tokens: list[int] | None = None, depths: tuple[int, int] | None = None) -> LoraSettings:
         """The LoRA of this recipe; ``depths`` (image, text tower blocks) place it when ``lora_blocks`` is set."""

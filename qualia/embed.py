@@ -15,29 +15,45 @@ from PIL import Image
 from qualia import images
 from qualia.backbone import Backbone
 from qualia.progress import bar
-from qualia.towers import encode_text
 from qualia.errors import InvalidImage
-from qualia.lora import load_adapter
+from qualia.lora import adapted_image_blocks, load_adapter
+from qualia.towers import depths, encode_text, image_head
+from qualia.trunk_cache import TrunkCache
 
 
 class Encoder:
     """``name`` and ``progress``: with ``progress`` on a terminal, each pass of more than one batch
-    draws a bar named after the encoder ("base", "adapter") and what it encodes."""
+    draws a bar named after the encoder ("base", "adapter") and what it encodes.
+
+    ``trunks``: pictures go through the image tower's frozen trunk from this cache (computed there
+    once) and then through ``model``'s head; ``model`` must not differ from the backbone below the
+    cache's block."""
 
     def __init__(self, model: torch.nn.Module, backbone: Backbone, batch_size: int = 64, name: str = "",
-                 progress: bool = False) -> None:  # fmt: skip
+                 progress: bool = False, trunks: TrunkCache | None = None) -> None:  # fmt: skip
         self.model = model
         self.backbone = backbone
         self.batch_size = batch_size
         self.dim = backbone.embed_dim
         self.name = name
         self.progress = progress
+        self.trunks = trunks
 
     @classmethod
-    def load(cls, backbone: Backbone, adapter_dir: Path | None = None, progress: bool = False) -> Encoder:
-        """The frozen base (``adapter_dir`` None) or base + the adapter in that folder."""
-        model = backbone.model if adapter_dir is None else load_adapter(backbone, Path(adapter_dir))
-        return cls(model, backbone, name="base" if adapter_dir is None else "adapter", progress=progress)
+    def load(cls, backbone: Backbone, adapter_dir: Path | None = None, progress: bool = False,
+             trunk_cache: Path | None = None) -> Encoder:  # fmt: skip
+        """The frozen base (``adapter_dir`` None) or base + the adapter in that folder. With
+        ``trunk_cache`` (a folder), an adapter that leaves the image tower's lower blocks alone reads
+        their output from there (``TrunkCache``)."""
+        if adapter_dir is None:
+            return cls(backbone.model, backbone, name="base", progress=progress)
+        model = load_adapter(backbone, Path(adapter_dir))
+        trunks = None
+        if trunk_cache is not None:
+            adapted = adapted_image_blocks(Path(adapter_dir))
+            start = min(adapted) if adapted else depths(backbone.model)[0]
+            trunks = TrunkCache(trunk_cache, backbone, start, progress) if start >= 1 else None
+        return cls(model, backbone, name="adapter", progress=progress, trunks=trunks)
 
     @property
     def device(self) -> torch.device:
@@ -71,7 +87,11 @@ class Encoder:
 
     def encode_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """(n, 3, image_size, image_size) preprocessed images -> (n, dim)."""
-        return self._run(self.model.encode_image, list(pixels.split(self.batch_size)), "pictures")
+        if self.trunks is None or not len(pixels):
+            return self._run(self.model.encode_image, list(pixels.split(self.batch_size)), "pictures")
+        acts = self.trunks.trunks(pixels, self.model)  # (n, tokens, width) float16
+        start = self.trunks.start
+        return self._run(lambda batch: image_head(self.model, batch, start), list(acts.split(self.batch_size)), "pictures")
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

@@ -242,6 +242,7 @@ def evaluate_profile(
     pixels, pairs, unreadable = preprocess_images(pairs, backbone)  # one read of each picture serves both encoders
     if not pairs:
         raise NotEnoughData(f"none of adapter {adapter_dir.name}'s held-out items are in {profile}'s corpus any more")
-    report = compare(Encoder.load(backbone, progress=progress), Encoder.load(backbone, adapter_dir, progress=progress),
-                     pairs, pixels)  # fmt: skip
+    adapted = Encoder.load(backbone, adapter_dir, progress=progress, trunk_cache=ws.trunk_cache_dir)
+    base = Encoder(backbone.model, backbone, name="base", progress=progress, trunks=adapted.trunks)
+    report = compare(base, adapted, pairs, pixels)
     return {**report, "images_unreadable": len(unreadable)}

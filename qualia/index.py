@@ -306,7 +306,7 @@ def index_profile(
         evaluation, adapter_name = None, None
     else:
         adapter, meta = usable_adapter(ws, profile, adapter_version)
-        encoder = Encoder.load(load_backbone(meta["backbone"], meta.get("pretrained")), adapter)
+        encoder = Encoder.load(load_backbone(meta["backbone"], meta.get("pretrained")), adapter, trunk_cache=ws.trunk_cache_dir)
         adapter_name = adapter.name
         try:
             evaluation = json.loads((adapter / "metrics.json").read_text()).get("adapter")

@@ -17,12 +17,14 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import peft
 import torch
+from safetensors import safe_open
 
 from qualia import workspace
 from qualia.backbone import Backbone
@@ -114,6 +116,15 @@ def check_compatible(backbone: Backbone, meta: dict[str, Any], folder: Path) -> 
             f"{backbone.name}/{backbone.pretrained} (base weights {backbone.weights_sha256[:16]}...); "
             f"load the backbone the adapter was trained on"
         )
+
+
+_IMAGE_BLOCK = re.compile(r"visual\.transformer\.resblocks\.(\d+)\.")
+
+
+def adapted_image_blocks(folder: Path) -> set[int]:
+    """The image tower's blocks the adapter in ``folder`` changes (from its weights' names)."""
+    with safe_open(str(Path(folder) / PEFT_FILES[1]), framework="pt") as f:
+        return {int(m.group(1)) for name in f.keys() if (m := _IMAGE_BLOCK.search(name))}
 
 
 def load_adapter(backbone: Backbone, folder: Path) -> torch.nn.Module:

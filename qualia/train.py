@@ -50,6 +50,7 @@ from qualia.evaluate import SPLIT_FILE, compare, preprocess_images, retrieval_me
 from qualia.lora import adapter_identity, attach_lora, save_adapter
 from qualia.pairs import Pair, corpus_pairs, split_pairs
 from qualia.progress import bar
+from qualia.trunk_cache import TrunkCache
 
 log = logging.getLogger(__name__)
 
@@ -379,33 +380,32 @@ def _in_chunks(rows: torch.Tensor, features: Callable[[torch.Tensor], torch.Tens
     return torch.cat([features(chunk) for chunk in rows.split(TRUNK_BATCH)])
 
 
-def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], image_acts: torch.Tensor | None = None,
-                 progress: bool = False) -> _Data:  # fmt: skip
-    """``data`` with its frozen trunks computed (or ``image_acts`` given, when another ``_Data`` shares
-    its pictures): each step then runs only the heads. float16, like the cached pixels."""
+def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], trunk_cache: Path,
+                 image_acts: torch.Tensor | None = None, progress: bool = False) -> _Data:  # fmt: skip
+    """``data`` with its frozen trunks: the pictures' from the on-disk ``TrunkCache`` (or ``image_acts``
+    given, when another ``_Data`` shares its pictures), the texts' computed here; each step then runs
+    only the heads. float16, like the cached pixels."""
     image_start, text_start = starts
     model, device = backbone.model, backbone.device
-    with torch.no_grad():
-        if image_acts is None and image_start:
-            pictures = bar(torch.arange(len(data.pixels)).split(TRUNK_BATCH), enabled=progress, leave=False,
-                           desc="computing the frozen blocks of the pictures")  # fmt: skip
-            image_acts = torch.cat([towers.image_trunk(model, data.pixels[rows].to(device, torch.float32), image_start)
-                                    .half().cpu() for rows in pictures])  # fmt: skip
-        text_acts = None
-        if text_start:
-            text_acts = torch.zeros(len(data.tokens), towers.text_length(data.tokens), model.transformer.width,
-                                    dtype=torch.float16)  # fmt: skip
-            texts = bar(torch.arange(len(data.tokens)).split(TRUNK_BATCH), enabled=progress, leave=False,
-                        desc="computing the frozen blocks of the texts")  # fmt: skip
+    if image_acts is None and image_start:
+        image_acts = TrunkCache(trunk_cache, backbone, image_start, progress).trunks(data.pixels)
+    text_acts = None
+    if text_start:
+        text_acts = torch.zeros(len(data.tokens), towers.text_length(data.tokens), model.transformer.width,
+                                dtype=torch.float16)  # fmt: skip
+        texts = bar(torch.arange(len(data.tokens)).split(TRUNK_BATCH), enabled=progress, leave=False,
+                    desc="computing the frozen blocks of the texts")  # fmt: skip
+        with torch.no_grad():
             for rows in texts:
                 acts = towers.text_trunk(model, data.tokens[rows].to(device), text_start)
                 text_acts[rows, : acts.shape[1]] = acts.half().cpu()  # past a text's end nothing reads it
     return replace(data, image_acts=image_acts if image_start else None, text_acts=text_acts,
-                               image_start=image_start, text_start=text_start)  # fmt: skip
+                   image_start=image_start, text_start=text_start)  # fmt: skip
 
 
 def _prepare(
-    pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, settings: TrainSettings, progress: bool = False
+    pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, settings: TrainSettings,
+    trunk_cache: Path, progress: bool = False,
 ) -> _Material:
     pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16)
     if unreadable:
@@ -419,9 +419,9 @@ def _prepare(
         train_data = _with_generic_replay(train_data, backbone, REPLAY_POOL)
     starts = settings.tower_starts(towers.depths(backbone.model))
     if any(starts):
-        train_data = _with_trunks(train_data, backbone, starts, progress=progress)
+        train_data = _with_trunks(train_data, backbone, starts, trunk_cache, progress=progress)
         shared = train_data.image_acts[: len(pixels)] if train_data.image_acts is not None else None
-        val_data = _with_trunks(val_data, backbone, starts, image_acts=shared)  # replay pictures come after its own
+        val_data = _with_trunks(val_data, backbone, starts, trunk_cache, image_acts=shared)  # replay pictures come after its own
     if settings.generic_replay:
         train_data = _with_anchors(train_data, backbone)
     material = _Material(
@@ -514,8 +514,9 @@ def _epochs(
                 batch = torch.cat([batch, n_train + torch.randperm(REPLAY_POOL, generator=generator)[: settings.generic_replay]])
             for group in run.optimizer.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
-            loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device, settings.text_negatives,
-                                    settings.generic_anchor)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.mixed_precision()):
+                loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device,
+                                        settings.text_negatives, settings.generic_anchor)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -612,13 +613,15 @@ def train_profile(
     checkpoint = ws.adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
-        material = _prepare(pairs, train, val, backbone, settings, progress)
+        material = _prepare(pairs, train, val, backbone, settings, ws.trunk_cache_dir, progress)
         run = _start_run(backbone, settings, material, checkpoint, profile)
         _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
         run.restore_best()
         embeddings: dict[str, tuple] = {}
-        base = Encoder(backbone.model, backbone, name="evaluating the base", progress=progress)
-        adapted = Encoder(run.model, backbone, name="evaluating the adapter", progress=progress)
+        image_start = settings.tower_starts(towers.depths(backbone.model))[0]
+        trunks = TrunkCache(ws.trunk_cache_dir, backbone, image_start, progress) if image_start else None
+        base = Encoder(backbone.model, backbone, name="evaluating the base", progress=progress, trunks=trunks)
+        adapted = Encoder(run.model, backbone, name="evaluating the adapter", progress=progress, trunks=trunks)
         metrics = compare(base, adapted, material.val, material.val_pixels(), embeddings)
     seconds = time.monotonic() - started
     folder = _save_version(ws, profile, settings, backbone, run, material, metrics, seconds, embeddings)

@@ -77,6 +77,11 @@ class Workspace:
     def images_dir(self) -> Path:
         return self.root / "images"
 
+    @property
+    def trunk_cache_dir(self) -> Path:
+        """Frozen image-tower activations, shared by every profile (``qualia.trunk_cache``)."""
+        return self.root / "cache" / "trunks"
+
     def profile_dir(self, profile: str) -> Path:
         return self.profiles_dir / check_profile_name(profile)
 

@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from qualia import workspace
@@ -21,17 +23,21 @@ pytestmark = pytest.mark.slow
 TRAIN = ["train", "kill", "--backbone", "qualia-tiny", "--epochs", "6"]
 
 
-def train(home: Path, kill_after: float | None = None) -> int:
+def train(home: Path, kill_when: Callable[[], bool] | None = None) -> int:
+    """Run ``qualia train``; with ``kill_when``, SIGKILL it the moment that turns true (polled every 10 ms)."""
     env = {**os.environ, "QUALIA_HOME": str(home), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "qualia.cli", *TRAIN], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    if kill_after is None:
+    if kill_when is None:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err.decode()[-2000:]
         return 0
-    time.sleep(kill_after)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=60)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and not kill_when() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
     return proc.returncode
 
 
@@ -40,27 +46,40 @@ def weights(ws: Workspace) -> dict:
     return load_file(str(folder / "adapter_model.safetensors"))
 
 
+def _shards(ws: Workspace) -> list[Path]:
+    return [p for p in ws.trunk_cache_dir.rglob("*.safetensors")]
+
+
+def _checkpoint_epoch(ws: Workspace) -> int:
+    path = ws.adapters_dir("kill") / ".checkpoint" / "state.pt"
+    try:
+        return int(torch.load(path, weights_only=True)["epoch"])
+    except Exception:  # none yet, or being replaced this instant
+        return 0
+
+
 def test_training_killed_at_several_moments_ends_with_the_uninterrupted_adapter(tmp_path: Path) -> None:
     reference, killed = Workspace(tmp_path / "reference"), Workspace(tmp_path / "killed")
     for ws in (reference, killed):
         build_synthetic_corpus(ws, "kill", n_pins=300, n_posts=0)
     train(reference.root)
 
-    kills = 0
-    for moment in (4.0, 4.0, 8.0):  # while loading or caching, then in the epochs, whatever this machine's pace
-        if train(killed.root, kill_after=moment) == -signal.SIGKILL:
-            kills += 1
-            checkpoint = killed.adapters_dir("kill") / ".checkpoint" / "state.pt"
-            print(f"killed after {moment} s; checkpoint on disk: {checkpoint.is_file()}")
-        if workspace.versions(killed.adapters_dir("kill")):
-            break  # it finished before the kill came: nothing left to interrupt
-    assert kills >= 1
-    if not workspace.versions(killed.adapters_dir("kill")):
-        train(killed.root)  # resumes from the last checkpoint, or starts over if none was written
+    moments = {  # each run resumes what the one killed before it left
+        "caching the frozen blocks, one shard written": lambda: len(_shards(killed)) >= 1,
+        "caching, more shards written": lambda: len(_shards(killed)) >= 4,
+        "after the first epoch's checkpoint": lambda: _checkpoint_epoch(killed) >= 1,
+        "after the third epoch's checkpoint": lambda: _checkpoint_epoch(killed) >= 3,
+    }
+    for moment, when in moments.items():
+        assert train(killed.root, kill_when=when) == -signal.SIGKILL, f"it ended before it was killed {moment}"
+        assert not workspace.versions(killed.adapters_dir("kill")), moment  # no adapter, whole or half
+        print(f"killed {moment}: {len(_shards(killed))} shards, checkpoint epoch {_checkpoint_epoch(killed)}")
+    train(killed.root)  # resumes from the last checkpoint, the cache keeps its complete shards
 
     assert len(workspace.versions(killed.adapters_dir("kill"))) == 1
     assert not (killed.adapters_dir("kill") / ".checkpoint").exists()
     assert [p.name for p in killed.adapters_dir("kill").iterdir() if p.name.startswith(".")] == []
+    assert not [p for p in killed.trunk_cache_dir.rglob(".*")]  # no half-written shard left behind
     expected, got = weights(reference), weights(killed)
     assert expected.keys() == got.keys()
     worst = max(float(abs(expected[k] - got[k]).max()) for k in expected)

@@ -25,7 +25,7 @@ from typing import Any
 from crawler.options import add_crawl_arguments
 from qualia import __version__
 from qualia.cli.format import emit, format_counts, format_eval, format_results
-from qualia.config import TINY_BACKBONE, PretrainSettings, TrainSettings
+from qualia.config import PRECISIONS, TINY_BACKBONE, PretrainSettings, TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
 from qualia.housekeeping import DEFAULT_KEEP, collect
 from qualia.workspace import Workspace, check_profile_name
@@ -79,7 +79,8 @@ def cmd_corpus(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     ws.require(args.profile, "corpus")
     given = {name: getattr(args, name)
-             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens", "device")}
+             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens", "device",
+                          "precision", "text_negatives", "generic_replay", "generic_anchor")}
     settings = TrainSettings(**given)
 
     from qualia.train import train_profile
@@ -316,7 +317,8 @@ def _k(value: str) -> int:
 def _train_flag(sp: argparse.ArgumentParser, name: str, metavar: str, **extra: Any) -> None:
     """A `qualia train` flag whose default and help come from ``TrainSettings`` (one source for both)."""
     spec = {f.name: f for f in dataclasses.fields(TrainSettings)}[name]
-    sp.add_argument(f"--{name}", default=spec.default, metavar=metavar, help=spec.metadata["help"], **extra)
+    sp.add_argument(f"--{name.replace('_', '-')}", dest=name, default=spec.default, metavar=metavar,
+                    help=spec.metadata["help"], **extra)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--train-tokens", dest="train_tokens", action=argparse.BooleanOptionalAction, default=True,
                     help={f.name: f for f in dataclasses.fields(TrainSettings)}["train_tokens"].metadata["help"])
     _train_flag(sp, "device", "DEVICE", choices=("cpu", "cuda"))
+    _train_flag(sp, "precision", "P", choices=PRECISIONS)
+    _train_flag(sp, "text_negatives", "W", type=float)
+    _train_flag(sp, "generic_replay", "N", type=int)
+    _train_flag(sp, "generic_anchor", "W", type=float)
 
     sp = command(sub, "eval", cmd_eval, "held-out recall@k and modality gap, frozen backbone vs adapter")
     sp.add_argument("--adapter", default=None, metavar="VER", help="adapter version (default: the newest)")
