@@ -91,7 +91,7 @@ class TrainSettings:
                           "(search over pictures and texts together); 0 turns it off"},
     )
     generic_replay: int = field(
-        default=48,
+        default=16,
         metadata={"help": "generic procedural pairs mixed into each batch, so the adapter keeps what the "
                           "backbone knew (0 turns it off)"},
     )

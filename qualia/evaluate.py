@@ -39,6 +39,7 @@ from qualia.errors import CorruptArtifact, InvalidArgument, InvalidImage, NotEno
 from qualia.index import MIXED_VARIANTS, centered, modality_bias
 from qualia.lora import usable_adapter
 from qualia.pairs import Pair, corpus_pairs
+from qualia.progress import bar
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def unique_images(pairs: Sequence[Pair]) -> list[str]:
 
 
 def preprocess_images(
-    pairs: Sequence[Pair], backbone: Backbone, dtype: torch.dtype = torch.float32
+    pairs: Sequence[Pair], backbone: Backbone, dtype: torch.dtype = torch.float32, progress: bool = False
 ) -> tuple[torch.Tensor, list[Pair], list[str]]:
     """The pairs' pictures, each read and preprocessed once: (pixels (n, 3, S, S) in ``unique_images``
     order of the kept pairs, the pairs whose picture could be read, the pictures that could not).
@@ -62,7 +63,7 @@ def preprocess_images(
     """
     path_of = {p.image_sha256: p.image_path for p in pairs}
     pixels, unreadable = [], []
-    for sha in unique_images(pairs):
+    for sha in bar(unique_images(pairs), enabled=progress, desc="reading the pictures", unit="picture", leave=False):
         try:
             pixels.append(backbone.preprocess(open_image(path_of[sha])).to(dtype))
         except (InvalidImage, NotFound) as e:

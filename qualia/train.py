@@ -107,9 +107,16 @@ def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, i
     )
 
 
-REPLAY_POOL = 512  # generic pairs drawn once per run, sampled into batches
+REPLAY_POOL = 512  # generic pairs made once per run (at most), sampled into batches
 REPLAY_WEIGHT = 0.5  # a generic pair counts half a person's own pair
 REPLAY_SEED = 10**8  # below procedural.HELD_OUT_SEED: the held-out generic set is never trained on
+
+
+def replay_pool(settings: TrainSettings, n_train: int) -> int:
+    """How many generic pairs a run makes: no more than it draws (a short run on a big backbone pays
+    for each one's frozen blocks, on its first run), up to ``REPLAY_POOL``."""
+    steps = len(_batches(n_train, settings.batch_size, settings.seed, 0)) * settings.epochs
+    return min(REPLAY_POOL, settings.generic_replay * steps)
 
 
 def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
@@ -407,7 +414,7 @@ def _prepare(
     pairs: list[Pair], train: list[Pair], val: list[Pair], backbone: Backbone, settings: TrainSettings,
     trunk_cache: Path, progress: bool = False,
 ) -> _Material:
-    pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16)
+    pixels, readable, unreadable = preprocess_images(train + val, backbone, torch.float16, progress)
     if unreadable:
         kept = set(readable)
         train, val = [p for p in train if p in kept], [p for p in val if p in kept]
@@ -416,7 +423,7 @@ def _prepare(
     train_data = _build_data(train, backbone, row_of_image, pixels)
     val_data = _build_data(val, backbone, row_of_image, pixels)
     if settings.generic_replay:
-        train_data = _with_generic_replay(train_data, backbone, REPLAY_POOL)
+        train_data = _with_generic_replay(train_data, backbone, replay_pool(settings, len(train)))
     starts = settings.tower_starts(towers.depths(backbone.model))
     if any(starts):
         train_data = _with_trunks(train_data, backbone, starts, trunk_cache, progress=progress)
@@ -511,7 +518,8 @@ def _epochs(
         for i, batch in enumerate(_batches(n_train, settings.batch_size, settings.seed, epoch)):
             if settings.generic_replay:
                 generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch * 1009 + i)
-                batch = torch.cat([batch, n_train + torch.randperm(REPLAY_POOL, generator=generator)[: settings.generic_replay]])
+                pool = len(material.train_data.tokens) - n_train
+                batch = torch.cat([batch, n_train + torch.randperm(pool, generator=generator)[: settings.generic_replay]])
             for group in run.optimizer.param_groups:
                 group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.mixed_precision()):

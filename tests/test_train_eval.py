@@ -264,3 +264,27 @@ def test_retrieval_metrics_known_answers():
     # modality gap: unit texts on one axis, unit pictures on another
     gap = retrieval_metrics(eye[[0, 0, 0, 0]], eye[[1, 1, 1, 1]], _pairs(["a", "b", "c", "d"]))["gap"]
     assert gap == pytest.approx(2**0.5)
+
+
+def test_bf16_steps_train_near_the_float32_ones(ws):
+    """``--precision bf16`` (what ``auto`` picks on cuda) runs the steps under bfloat16 autocast: its
+    adapter is not float32's (autocast did act), but embeds the held-out texts nearly as float32's does."""
+    import numpy as np
+
+    from qualia.backbone import load_backbone
+    from qualia.embed import Encoder
+    from qualia.evaluate import validation_pairs
+
+    build_synthetic_corpus(ws, "mixed", n_pins=60, n_posts=0)
+    assert TrainSettings(device="cuda").mixed_precision() and not TrainSettings().mixed_precision()
+    folders = {p: train_profile(ws, "mixed", TrainSettings(epochs=2, precision=p, **FAST)) for p in ("fp32", "bf16")}
+    texts = [p.text for p in validation_pairs(ws, "mixed", folders["fp32"])]
+    backbone = load_backbone("qualia-tiny")
+    fp32, bf16, base = (Encoder.load(backbone, folders["fp32"]).encode_texts(texts),
+                        Encoder.load(backbone, folders["bf16"]).encode_texts(texts), Encoder.load(backbone).encode_texts(texts))  # fmt: skip
+    assert np.abs(fp32 - bf16).max() > 1e-4
+    assert float((fp32 * bf16).sum(axis=1).min()) > 0.99
+    assert np.abs(fp32 - base).max() > 10 * np.abs(fp32 - bf16).max()  # training moved them far more than bf16 did
+    history = read_adapter_meta(folders["bf16"])["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert read_adapter_meta(folders["bf16"])["train"]["precision"] == "bf16"
