@@ -15,6 +15,7 @@ from PIL import Image
 from qualia import images
 from qualia.backbone import Backbone
 from qualia.progress import bar
+from qualia.adapter_bank import LowRank, swapped
 from qualia.errors import InvalidImage
 from qualia.lora import adapted_image_blocks, load_adapter
 from qualia.towers import depths, encode_text, image_head
@@ -27,11 +28,17 @@ class Encoder:
 
     ``trunks``: pictures go through the image tower's frozen trunk from this cache (computed there
     once) and then through ``model``'s head; ``model`` must not differ from the backbone below the
-    cache's block."""
+    cache's block.
+
+    ``low_rank``: an adapter kept unmerged over the shared ``backbone.model`` (``qualia.adapter_bank``;
+    ``model`` is then the backbone's own): its weights are swapped in for each batch, so only one
+    thread may encode with the backbone at a time."""
 
     def __init__(self, model: torch.nn.Module, backbone: Backbone, batch_size: int = 64, name: str = "",
-                 progress: bool = False, trunks: TrunkCache | None = None) -> None:  # fmt: skip
+                 progress: bool = False, trunks: TrunkCache | None = None,
+                 low_rank: LowRank | None = None) -> None:  # fmt: skip
         self.model = model
+        self.low_rank = low_rank
         self.backbone = backbone
         self.batch_size = batch_size
         self.dim = backbone.embed_dim
@@ -64,7 +71,7 @@ class Encoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), swapped(self.model, self.low_rank.weights(self.model) if self.low_rank else {}):
                 for batch in bar(batches, enabled=self.progress and len(batches) > 1, desc=f"{self.name} {what}".strip(),
                                  leave=False):  # fmt: skip
                     batch = batch.to(self.device)
@@ -80,7 +87,10 @@ class Encoder:
         """(n, context_length) token ids -> (n, dim), in the given order. Texts go through in batches of
         similar length, each cut to its longest text (``towers.encode_text``): padding costs nothing."""
         order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
-        vectors = self._run(lambda batch: encode_text(self.model, batch), list(tokens[order].split(self.batch_size)), "texts")
+        rows = None
+        if self.low_rank is not None and self.low_rank.token_ids is not None:
+            rows = (self.low_rank.token_ids, self.low_rank.token_rows)
+        vectors = self._run(lambda batch: encode_text(self.model, batch, rows), list(tokens[order].split(self.batch_size)), "texts")
         in_order = np.empty_like(vectors)
         in_order[order.numpy()] = vectors
         return in_order

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image
 
 from qualia import images, text, workspace
@@ -19,6 +21,7 @@ from qualia.errors import BackboneUnavailable, CorruptArtifact, IndexMismatch, I
 from qualia.index import ProfileIndex
 
 if TYPE_CHECKING:
+    from qualia.adapter_bank import LowRank, LowRankCache
     from qualia.backbone import Backbone
     from qualia.embed import Encoder
 
@@ -62,12 +65,29 @@ class BackboneCache:
 
 
 class ProfileSearcher:
-    """One index version of a profile with the encoder that built it."""
+    """One index version of a profile with the encoder that built it.
 
-    def __init__(self, profile: str, index: ProfileIndex, encoder: Encoder):
+    ``encoder`` is fixed, or, with ``low_rank_of``, made for each use over the shared backbone from an
+    adapter cache (``qualia.adapter_bank.LowRankCache``), so an adapter the cache let go is read again
+    when its profile is next searched."""
+
+    def __init__(self, profile: str, index: ProfileIndex, encoder: Encoder | None = None,
+                 low_rank_of: Callable[[], tuple[Backbone, LowRank]] | None = None):  # fmt: skip
+        if (encoder is None) == (low_rank_of is None):
+            raise ValueError("give an encoder or where its adapter comes from, not both")
         self.profile = profile
         self.index = index
-        self.encoder = encoder
+        self._encoder = encoder
+        self._low_rank_of = low_rank_of
+
+    @property
+    def encoder(self) -> Encoder:
+        if self._encoder is not None:
+            return self._encoder
+        from qualia.embed import Encoder
+
+        backbone, low_rank = self._low_rank_of()
+        return Encoder(backbone.model, backbone, low_rank=low_rank)
 
     @property
     def index_version(self) -> str:
@@ -84,14 +104,17 @@ class ProfileSearcher:
         profile: str,
         version: str | None = None,
         backbones: BackboneCache | None = None,
+        adapters: LowRankCache | None = None,
     ) -> ProfileSearcher:
         """Index ``version`` of ``profile`` with its encoder; None: the newest usable one (an older
-        version stands in for a damaged newest, logged). NoIndex if there is none."""
+        version stands in for a damaged newest, logged). NoIndex if there is none. With ``adapters``
+        the adapter stays unmerged over the shared backbone (see the class)."""
         if version is not None:
-            return cls.from_folder(ws, profile, ws.index(profile, version), backbones=backbones)
+            return cls.from_folder(ws, profile, ws.index(profile, version), backbones, adapters)
         ws.require(profile, "index")
         _, searcher = workspace.newest_usable(
-            ws.index_dir(profile), lambda folder: cls.from_folder(ws, profile, folder, backbones), f"index of {profile!r}"
+            ws.index_dir(profile), lambda folder: cls.from_folder(ws, profile, folder, backbones, adapters),
+            f"index of {profile!r}",
         )
         return searcher
 
@@ -102,6 +125,7 @@ class ProfileSearcher:
         profile: str,
         folder: Path,
         backbones: BackboneCache | None = None,
+        adapters: LowRankCache | None = None,
     ) -> ProfileSearcher:
         """The index in ``folder`` with the encoder that built it: CorruptArtifact when the index or its
         adapter is damaged, IndexMismatch when they cannot be served here as they are."""
@@ -124,14 +148,18 @@ class ProfileSearcher:
         adapter_dir = None
         if manifest.get("adapter_version"):
             adapter_dir = cls._adapter_of(ws, profile, folder, manifest["adapter_version"])
+        if backbone.embed_dim != index.dim:
+            raise IndexMismatch(f"encoder gives dim {backbone.embed_dim}, index {folder.name} holds dim {index.dim}")
         try:
-            encoder = Encoder.load(backbone, adapter_dir)
+            if adapters is not None and adapter_dir is not None:
+                adapters.get(adapter_dir, backbone)  # read now: a damaged adapter fails the load, not a query
+                searcher = cls(profile, index, low_rank_of=lambda: (backbone, adapters.get(adapter_dir, backbone)))
+            else:
+                searcher = cls(profile, index, Encoder.load(backbone, adapter_dir))
         except CorruptArtifact as e:
             raise CorruptArtifact(f"adapter {adapter_dir.name} of {profile!r} is damaged: {e}") from e
-        if encoder.dim != index.dim:
-            raise IndexMismatch(f"encoder gives dim {encoder.dim}, index {folder.name} holds dim {index.dim}")
         log.info("loaded index %s of %s (adapter %s)", index.version, profile, manifest.get("adapter_version"))
-        return cls(profile, index, encoder)
+        return searcher
 
     @staticmethod
     def _adapter_of(ws: workspace.Workspace, profile: str, folder: Path, version: Any) -> Path:
@@ -145,14 +173,24 @@ class ProfileSearcher:
             ) from e
 
     def search_text(self, query: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
-        words = text.clean(query)
-        if not words:
-            raise InvalidArgument("the query text is empty")
-        if len(words) > text.MAX_QUERY_CHARS:
-            raise InvalidArgument(f"the query text is over {text.MAX_QUERY_CHARS} characters")
-        query = self.index.query_vector(self.encoder.encode_texts([text.cut(words)])[0], "text")
-        return self.index.search(query, k=k, modality=modality, query_modality="text")
+        vector = self.encoder.encode_texts([query_words(query)])[0]
+        return self.search_vector(vector, "text", k, modality)
 
     def search_image(self, image: Image.Image, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
-        query = self.index.query_vector(self.encoder.encode_images([image.convert("RGB")])[0], "image")
-        return self.index.search(query, k=k, modality=modality, query_modality="image")
+        vector = self.encoder.encode_images([image.convert("RGB")])[0]
+        return self.search_vector(vector, "image", k, modality)
+
+    def search_vector(self, vector: np.ndarray, query_modality: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
+        """The index's nearest rows to a query the encoder already embedded (the service encodes in batches)."""
+        query = self.index.query_vector(vector, query_modality)
+        return self.index.search(query, k=k, modality=modality, query_modality=query_modality)
+
+
+def query_words(query: str) -> str:
+    """A query text as the index's texts were embedded (cleaned and cut by the text policy)."""
+    words = text.clean(query)
+    if not words:
+        raise InvalidArgument("the query text is empty")
+    if len(words) > text.MAX_QUERY_CHARS:
+        raise InvalidArgument(f"the query text is over {text.MAX_QUERY_CHARS} characters")
+    return text.cut(words)

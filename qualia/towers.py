@@ -59,12 +59,22 @@ def image_head(model: torch.nn.Module, activations: torch.Tensor, start: int) ->
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
-def text_trunk(model: torch.nn.Module, tokens: torch.Tensor, stop: int) -> torch.Tensor:
-    """The text tower's tokens after its first ``stop`` blocks, cut after the longest text: (n, length, width)."""
+def text_trunk(model: torch.nn.Module, tokens: torch.Tensor, stop: int,
+               token_rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+    """The text tower's tokens after its first ``stop`` blocks, cut after the longest text: (n, length, width).
+    ``token_rows`` (sorted ids (k,), rows (k, width)): these rows in place of the token table's own."""
     clip = clip_of(model)
     length = text_length(tokens)
     cast_dtype = clip.transformer.get_cast_dtype()
-    x = clip.token_embedding(tokens[:, :length]).to(cast_dtype)
+    tokens = tokens[:, :length].contiguous()
+    x = clip.token_embedding(tokens)
+    if token_rows is not None and len(token_rows[0]):
+        ids, rows = token_rows
+        slot = torch.searchsorted(ids, tokens).clamp(max=len(ids) - 1)
+        trained = ids[slot] == tokens
+        x = x.clone()
+        x[trained] = rows[slot[trained]].to(x.dtype)
+    x = x.to(cast_dtype)
     x = x + clip.positional_embedding[:length].to(cast_dtype)
     return _blocks(clip.transformer, x, 0, stop, clip.attn_mask[:length, :length])
 
@@ -83,11 +93,15 @@ def text_head(model: torch.nn.Module, activations: torch.Tensor, tokens: torch.T
     return projection(x) if isinstance(projection, torch.nn.Linear) else x @ projection
 
 
-def encode_text(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+def encode_text(model: torch.nn.Module, tokens: torch.Tensor,
+                token_rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
     """``model.encode_text(tokens)`` with the padding after the batch's longest text cut off.
 
     Exact for a causal tower: no position before a text's end-of-text token attends to the padding
-    after it, and the feature is read at that token. Another kind of tower runs as is."""
+    after it, and the feature is read at that token. Another kind of tower runs as is (and cannot
+    take ``token_rows``, see ``text_trunk``)."""
     if not _splittable_text(clip_of(model)):
+        if token_rows is not None:
+            raise ValueError("trained token rows need a causal text tower read at its end-of-text token")
         return model.encode_text(tokens)
-    return text_head(model, text_trunk(model, tokens, 0), tokens, 0)
+    return text_head(model, text_trunk(model, tokens, 0, token_rows), tokens, 0)

@@ -122,10 +122,12 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     ws = settings.workspace  # built once here, passed down (deps.WorkspaceDep)
-    resources = Resources(ws, settings.device, settings.max_concurrent_images)
+    resources = Resources(ws, settings.device, settings.max_concurrent_images, settings.adapter_budget_bytes,
+                          settings.torch_threads, settings.max_batch)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources.start()
         if settings.preload:
             await run_in_threadpool(resources.preload)
         log.info("qualia service ready (workspace %s)", ws.root)

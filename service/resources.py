@@ -1,4 +1,5 @@
-"""Heavy, shared state of a running service: one backbone per (name, weights), one searcher per profile.
+"""Heavy, shared state of a running service: one backbone per (name, weights), every profile's adapter
+unmerged over it (``LowRankCache``, within a byte budget), one searcher per profile, one encoding thread.
 
 A profile's searcher is keyed by its newest index version on disk: an index built after startup is
 picked up on the next request, and the old version is dropped from memory. A damaged newest version is
@@ -11,19 +12,30 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from typing import TYPE_CHECKING
+
+from qualia.adapter_bank import LowRankCache
 from qualia.errors import NoIndex
 from qualia.index import ProfileIndex, read_manifest
 from qualia.search import BackboneCache, ProfileSearcher
 from qualia.workspace import Workspace, newest_usable
+
+from service.engine import EncoderWorker
+
+if TYPE_CHECKING:
+    from qualia.embed import Encoder
 
 
 log = logging.getLogger(__name__)
 
 
 class Resources:
-    def __init__(self, ws: Workspace, device: str = "cpu", concurrent_images: int = 2):
+    def __init__(self, ws: Workspace, device: str = "cpu", concurrent_images: int = 2,
+                 adapter_budget_bytes: int = 256 * 1024 * 1024, torch_threads: int = 1, max_batch: int = 32):  # fmt: skip
         self.ws = ws
         self.backbones = BackboneCache(device)
+        self.adapters = LowRankCache(adapter_budget_bytes)
+        self.worker = EncoderWorker(max_batch=max_batch, torch_threads=torch_threads)
         # Decoding and embedding a query picture costs memory in proportion to its pixels: a few at a time,
         # on threads of their own (the allocator keeps an arena per thread: pictures decoded across the
         # whole request pool would each leave one grown to a picture's size).
@@ -34,7 +46,11 @@ class Resources:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def start(self) -> None:
+        self.worker.start()
+
     def close(self) -> None:
+        self.worker.stop()
         self.picture_pool.shutdown(wait=False, cancel_futures=True)
 
     def _lock(self, profile: str) -> threading.Lock:
@@ -85,7 +101,12 @@ class Resources:
         with self._lock(profile):
             cached = self._searchers.get(profile)
             if cached is None or cached[0] != newest:
-                cached = (newest, ProfileSearcher.load(self.ws, profile, backbones=self.backbones))
+                cached = (newest, ProfileSearcher.load(self.ws, profile, backbones=self.backbones, adapters=self.adapters))
                 self._searchers[profile] = cached
                 self._indexes.pop(profile, None)
             return cached[1]
+
+    def searcher_and_encoder(self, profile: str) -> tuple[ProfileSearcher, Encoder]:
+        """The profile's searcher and its encoder (reading the adapter again if the cache let it go)."""
+        searcher = self.searcher(profile)
+        return searcher, searcher.encoder

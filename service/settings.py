@@ -21,6 +21,13 @@ class ServiceSettings(BaseSettings):
         2, ge=1, description="query pictures decoded and embedded at once; more wait (bounds the memory they take)"
     )
     default_k: int = Field(10, ge=1, le=100)
+    adapter_budget_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="memory for profiles' adapters kept unmerged; the least recently used leave first"
+    )
+    torch_threads: int = Field(
+        1, ge=0, description="torch threads of the encoding worker (0: torch's default); see docs/benchmarks.md"
+    )
+    max_batch: int = Field(32, ge=1, le=1024, description="queries encoded together at most")
     device: str = "cpu"
     preload: bool = Field(True, description="load the backbones of existing indexes at startup")
     require_keys: bool = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from qualia.search import decode_image
+from qualia.search import decode_image, query_words
 from qualia.text import MAX_QUERY_CHARS
 
 from service.deps import ProfileDep, ResourcesDep, SettingsDep, answers, key_scope
@@ -141,25 +142,24 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
     """Nearest pictures and texts of the profile's index to a text or a picture."""
     options, text, image_bytes = await _parse(request, settings)
     k = options.k or settings.default_k
-    # Decoding, embedding and the FAISS scan are CPU work: keep them off the event loop.
-
-    def run() -> dict[str, Any]:
-        started = time.perf_counter()
-        searcher = resources.searcher(profile)
-        if image_bytes is not None:
-
-            def by_picture() -> list[dict[str, Any]]:
-                image = decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)
-                return searcher.search_image(image, k=k, modality=options.modality)
-
-            results = resources.picture_pool.submit(by_picture).result()
-        else:
-            results = searcher.search_text(text, k=k, modality=options.modality)
-        return {
-            "results": results,
-            "adapter": searcher.adapter_version,
-            "index": searcher.index_version,
-            "took_ms": round((time.perf_counter() - started) * 1000, 3),
-        }
-
-    return await run_in_threadpool(run)
+    # Decoding and the FAISS scan run on threads, encoding on the worker that batches queries together:
+    # the event loop never waits on CPU work.
+    started = time.perf_counter()
+    searcher, encoder = await run_in_threadpool(resources.searcher_and_encoder, profile)
+    if image_bytes is not None:
+        # decoded and preprocessed a few at a time (``picture_pool``): what waits for the worker is small
+        pixels = await asyncio.get_running_loop().run_in_executor(
+            resources.picture_pool, lambda: encoder.backbone.preprocess(
+                decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)))  # fmt: skip
+        vector = await resources.worker.encode(encoder, "pixels", pixels)
+        query_modality = "image"
+    else:
+        vector = await resources.worker.encode(encoder, "text", query_words(text))
+        query_modality = "text"
+    results = await run_in_threadpool(searcher.search_vector, vector, query_modality, k, options.modality)
+    return {
+        "results": results,
+        "adapter": searcher.adapter_version,
+        "index": searcher.index_version,
+        "took_ms": round((time.perf_counter() - started) * 1000, 3),
+    }

@@ -1,0 +1,85 @@
+"""service.engine: queries waiting together are encoded as one batch on the worker thread, each gets its own
+vector (the one it would get alone), an error reaches only the queries of its batch, and the worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from qualia.embed import Encoder
+from service.engine import EncoderWorker
+
+WORDS = [f"{a} {b}" for a in ("quiet", "grainy", "harbor", "honey") for b in ("morning", "fog", "kitchen", "cup")]
+
+
+class _Gated(Encoder):
+    """An encoder whose first call waits for a gate: the queries sent meanwhile pile up in the queue."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = threading.Event()
+        self.calls: list[int] = []
+
+    def encode_texts(self, texts):
+        if not self.calls:
+            self.gate.wait(10)
+        self.calls.append(len(texts))
+        if "boom" in texts:
+            raise ValueError("boom")
+        return super().encode_texts(texts)
+
+
+def test_waiting_queries_are_encoded_together_and_each_gets_its_own_vector(tiny) -> None:
+    encoder = _Gated(tiny.model, tiny)
+    sizes: list[int] = []
+    worker = EncoderWorker(max_batch=8, torch_threads=0, on_batch=sizes.append)
+    worker.start()
+
+    async def main() -> list[np.ndarray]:
+        first = asyncio.ensure_future(worker.encode(encoder, "text", WORDS[0]))
+        await asyncio.sleep(0.05)  # the worker holds the first query at the gate
+        rest = [asyncio.ensure_future(worker.encode(encoder, "text", w)) for w in WORDS[1:]]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        vectors = asyncio.run(main())
+    finally:
+        worker.stop()
+    assert encoder.calls == [1, 8, 7]  # the 15 that waited went in batches of max_batch
+    assert sizes == encoder.calls
+    alone = Encoder(tiny.model, tiny).encode_texts(WORDS)
+    assert np.abs(np.stack(vectors) - alone).max() < 1e-5
+
+
+def test_an_error_reaches_its_batch_only_and_the_worker_goes_on(tiny) -> None:
+    encoder = _Gated(tiny.model, tiny)
+    encoder.gate.set()
+    worker = EncoderWorker(torch_threads=0)
+    worker.start()
+
+    async def main():
+        bad = await asyncio.gather(worker.encode(encoder, "text", "boom"), return_exceptions=True)
+        good = await worker.encode(encoder, "text", "quiet morning")
+        pixels = torch.zeros(3, tiny.image_size, tiny.image_size)
+        picture = await worker.encode(encoder, "pixels", pixels)
+        return bad, good, picture
+
+    try:
+        bad, good, picture = asyncio.run(main())
+    finally:
+        worker.stop()
+    assert isinstance(bad[0], ValueError)
+    assert good.shape == picture.shape == (tiny.embed_dim,)
+    assert abs(float(np.linalg.norm(good)) - 1) < 1e-5
+
+
+def test_a_stopped_worker_refuses_instead_of_hanging(tiny) -> None:
+    worker = EncoderWorker(torch_threads=0)
+    with pytest.raises(RuntimeError, match="not running"):
+        asyncio.run(worker.encode(Encoder(tiny.model, tiny), "text", "fog"))
