@@ -1,8 +1,11 @@
 """The search index: a profile's corpus embedded by backbone + adapter, in FAISS.
 
 One version folder ``profiles/<p>/index/<ver>/`` holds
-  index.faiss     IndexFlatIP over L2-normalized vectors (inner product = cosine); image rows first,
-                  then text rows, so a modality filter is a contiguous row range
+  index.faiss     L2-normalized vectors (inner product = cosine): IndexFlatIP (exact) below
+                  ``HNSW_THRESHOLD`` rows, IndexHNSWFlat (a graph: sub-linear search) from there on, as
+                  the manifest's ``index_type`` says; image rows first, then text rows, so a modality
+                  filter is a contiguous row range. Read memory-mapped and read-only: processes serving
+                  one workspace share its pages
   rows.jsonl      one JSON record per FAISS row: {id, modality, text, image_url, source, source_url,
                   degree, sha256, item_id}
   manifest.json   what built it (faiss version, backbone, base-weights checksum, adapter version or
@@ -30,6 +33,7 @@ Row ids are stable across rebuilds and safe in a URL path: ``img-<sha256>`` for 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -38,6 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import faiss
 import numpy as np
@@ -319,6 +324,27 @@ def index_profile(
                        calibration=calibration)
 
 
+HNSW_THRESHOLD = 50_000  # rows; below it an exact scan takes a few milliseconds (docs/benchmarks.md)
+HNSW_M = 32  # graph neighbours per node
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128  # candidates a search keeps (at least k); recall@10 against exact in docs/benchmarks.md
+
+
+def new_faiss_index(vectors: np.ndarray, hnsw_threshold: int = HNSW_THRESHOLD) -> tuple[faiss.Index, dict[str, Any]]:
+    """(n, dim) unit vectors in an exact index, or an HNSW graph from ``hnsw_threshold`` rows on; with
+    what the manifest records of it."""
+    n, dim = vectors.shape
+    if n < hnsw_threshold:
+        index = faiss.IndexFlatIP(dim)
+        index.add(vectors)
+        return index, {"index_type": "IndexFlatIP"}
+    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+    index.add(vectors)
+    return index, {"index_type": "IndexHNSWFlat",
+                   "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}}
+
+
 def build_index(
     ws: workspace.Workspace,
     profile: str,
@@ -327,6 +353,7 @@ def build_index(
     progress: bool = False,
     centering: bool = False,
     calibration: bool = False,
+    hnsw_threshold: int = HNSW_THRESHOLD,
 ) -> Path:
     """Embed every unique stored picture and every distinct text of the profile's corpus; returns the new version folder."""
     with Corpus.open(ws, profile, readonly=True) as corpus:
@@ -349,8 +376,7 @@ def build_index(
     n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
     # (n_total, dim) float32
     assert vectors.shape == (n_total, encoder.dim), vectors.shape
-    index = faiss.IndexFlatIP(encoder.dim)
-    index.add(vectors)
+    index, kind = new_faiss_index(vectors, hnsw_threshold)
 
     version = workspace.new_version()
     final = ws.index_dir(profile) / version
@@ -366,7 +392,7 @@ def build_index(
             "adapter_version": adapter_version,
             "dim": int(encoder.dim),
             "metric": "inner_product",
-            "index_type": "IndexFlatIP",
+            **kind,  # index_type, and an HNSW graph's parameters
             "count": n_total,
             "count_by_modality": {"image": n_images, "text": n_total - n_images},
             # Row ranges [start, stop) of each modality in the FAISS file.
@@ -427,6 +453,7 @@ class ProfileIndex:
         self.index = index
         self.rows = rows
         self._row_by_id = {row["id"]: row for row in rows}
+        self._position = {row["id"]: i for i, row in enumerate(rows)}
 
     @classmethod
     def load(cls, folder: Path) -> ProfileIndex:
@@ -439,7 +466,7 @@ class ProfileIndex:
             if key in manifest and sha256_file(path) != manifest[key]:
                 raise CorruptIndex(f"index {folder}: {path.name} does not match the checksum in {MANIFEST_FILE}")
         try:
-            index = faiss.read_index(str(index_path))
+            index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
         except RuntimeError as e:
             raise CorruptIndex(f"index {folder}: FAISS cannot read {INDEX_FILE}: {e}") from e
         try:
@@ -476,6 +503,20 @@ class ProfileIndex:
     def row(self, row_id: str) -> dict[str, Any] | None:
         return self._row_by_id.get(row_id)
 
+    @functools.cached_property
+    def source_hosts(self) -> frozenset[str]:
+        """The hosts the indexed pictures were collected from."""
+        return frozenset(host for row in self.rows if row.get("image_url")
+                         if (host := (urlsplit(row["image_url"]).hostname or "").lower()))  # fmt: skip
+
+    def stored_vector(self, row_id: str) -> np.ndarray:
+        """The (dim,) vector row ``row_id`` is stored as (centered, if the index is): a query for
+        "more like this" that needs no encoder. NotFound when the index has no such row."""
+        position = self._position.get(row_id)
+        if position is None:
+            raise NotFound(f"no {str(row_id)[:80]!r} in index {self.version}")
+        return self.index.reconstruct(position)
+
     def search(
         self, query: np.ndarray, k: int = 10, modality: str = "any", query_modality: str | None = None
     ) -> list[dict[str, Any]]:
@@ -494,15 +535,22 @@ class ProfileIndex:
             return self._search_calibrated(query, k, bias)
         if modality == "any":
             start, stop = 0, self.index.ntotal
-            params = None
+            params = self._params(k, None)
         else:
             start, stop = self.manifest["rows"][modality]
-            params = faiss.SearchParameters(sel=faiss.IDSelectorRange(start, stop))
+            params = self._params(k, faiss.IDSelectorRange(start, stop))
         k = min(k, stop - start)
         if k <= 0:
             return []
         scores, ids = self.index.search(query, k, params=params)
         return [self._result(row_number, score) for score, row_number in zip(scores[0], ids[0]) if row_number >= 0]
+
+    def _params(self, k: int, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+        if self.manifest.get("index_type") == "IndexHNSWFlat":
+            ef_search = max(int((self.manifest.get("hnsw") or {}).get("ef_search", HNSW_EF_SEARCH)), k)
+            return faiss.SearchParametersHNSW(sel=selector, efSearch=ef_search) if selector else \
+                faiss.SearchParametersHNSW(efSearch=ef_search)  # fmt: skip
+        return faiss.SearchParameters(sel=selector) if selector else None
 
     def _search_calibrated(self, query: np.ndarray, k: int, bias: dict[str, float]) -> list[dict[str, Any]]:
         """The best ``k`` of each modality, each shifted by its bias, merged by the shifted score."""
@@ -511,7 +559,7 @@ class ProfileIndex:
             start, stop = self.manifest["rows"][modality]
             if stop <= start:
                 continue
-            params = faiss.SearchParameters(sel=faiss.IDSelectorRange(start, stop))
+            params = self._params(k, faiss.IDSelectorRange(start, stop))
             scores, ids = self.index.search(query, min(k, stop - start), params=params)
             shift = float(bias.get(modality, 0.0))
             found += [(float(s) + shift, int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]

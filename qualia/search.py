@@ -180,6 +180,15 @@ class ProfileSearcher:
         vector = self.encoder.encode_images([image.convert("RGB")])[0]
         return self.search_vector(vector, "image", k, modality)
 
+    def search_like(self, row_id: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
+        """More like row ``row_id`` of the index (not itself): its stored vector is the query."""
+        row = self.index.row(row_id)
+        if row is None:
+            raise NotFound(f"no {str(row_id)[:80]!r} in the index of {self.profile!r}")
+        found = self.index.search(self.index.stored_vector(row_id), k=k + 1, modality=modality,
+                                  query_modality=row["modality"])  # fmt: skip
+        return [r for r in found if r["id"] != row_id][:k]
+
     def search_vector(self, vector: np.ndarray, query_modality: str, k: int = 10, modality: str = "any") -> list[dict[str, Any]]:
         """The index's nearest rows to a query the encoder already embedded (the service encodes in batches)."""
         query = self.index.query_vector(vector, query_modality)

@@ -15,14 +15,15 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qualia.errors import QualiaError
 
+from service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from service.resources import Resources
-from service.routers import health, profiles, search
+from service.routers import clip_retrieval, health, profiles, search
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,15 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.workspace = ws
     app.state.resources = resources
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.state.metrics = metrics = ServiceMetrics(resources)
+    resources.worker.on_batch = metrics.batch.observe
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: a 413 is counted too
     app.add_exception_handler(QualiaError, qualia_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.include_router(health.router)
     app.include_router(profiles.router)
     app.include_router(search.router)
+    app.include_router(clip_retrieval.router)
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"], include_in_schema=True,
+                      response_class=PlainTextResponse, summary="Prometheus metrics")
     return app

@@ -29,10 +29,13 @@ class ErrorDetail(BaseModel):
 _ANSWERS = {
     400: "the picture cannot be read, or the base64 is not base64",
     401: "an API key is required and was missing, invalid or revoked",
+    403: "image_url's host is not allowed, or resolves to a non-public address",
     404: "no such profile (or the key does not reach it), item, picture, index or report",
+    408: "image_url took too long",
     409: "the index or adapter cannot be served as it is (damaged, or built on weights not available here)",
     413: "the body or the picture is over its size limit",
     415: "the body is neither JSON nor multipart",
+    422: "a field is missing, of the wrong type or out of range",
     503: "the API key store cannot be read; requests are refused until it is repaired",
 }
 

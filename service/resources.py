@@ -110,3 +110,9 @@ class Resources:
         """The profile's searcher and its encoder (reading the adapter again if the cache let it go)."""
         searcher = self.searcher(profile)
         return searcher, searcher.encoder
+
+    def loaded_indexes(self) -> dict[str, ProfileIndex]:
+        """profile -> the index version held in memory now (what ``/metrics`` reports)."""
+        held = {profile: index for profile, (_, index) in list(self._indexes.items())}
+        held.update({profile: searcher.index for profile, (_, searcher) in list(self._searchers.items())})
+        return held

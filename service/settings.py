@@ -27,12 +27,21 @@ class ServiceSettings(BaseSettings):
     torch_threads: int = Field(
         1, ge=0, description="torch threads of the encoding worker (0: torch's default); see docs/benchmarks.md"
     )
+    image_hosts: str = Field(
+        "", description="comma-separated hosts image_url queries may be fetched from (QUALIA_IMAGE_HOSTS); empty: "
+                        "the hosts each profile's corpus came from. Only hosts listed here may resolve to private addresses"
+    )
+    image_fetch_timeout: float = Field(10.0, gt=0, le=120, description="seconds an image_url fetch may take in all")
     max_batch: int = Field(32, ge=1, le=1024, description="queries encoded together at most")
     device: str = "cpu"
     preload: bool = Field(True, description="load the backbones of existing indexes at startup")
     require_keys: bool = Field(
         False, description="refuse /v1 without a valid key even when the key store is empty (set when not on loopback)"
     )
+
+    @property
+    def image_host_list(self) -> list[str]:
+        return [h.strip() for h in self.image_hosts.split(",") if h.strip()]
 
     @property
     def workspace(self) -> Workspace:

@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,34 @@ def tiny():
     from qualia.config import TINY_BACKBONE
 
     return load_backbone(TINY_BACKBONE)
+
+
+MAX_SERVICE_BODY = 256 * 1024
+MAX_SERVICE_PIXELS = 512 * 512
+
+
+@pytest.fixture(scope="module")
+def service_home(tmp_path_factory: pytest.TempPathFactory, tiny) -> Path:
+    """A workspace with the sample corpus indexed by the tiny base, and a profile with no index ("noindex")."""
+    from qualia.embed import Encoder
+    from qualia.index import build_index
+    from tests.helpers import PROFILE, write_sample_corpus
+
+    root = tmp_path_factory.mktemp("service-home")
+    write_sample_corpus(root)
+    build_index(Workspace(root), PROFILE, Encoder.load(tiny), None)
+    write_sample_corpus(root, "noindex")
+    return root
+
+
+@pytest.fixture(scope="module")
+def service_client(service_home: Path):
+    """The service over ``service_home`` (lifespan run: backbones preloaded, the encoding worker started)."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    settings = ServiceSettings(home=service_home, max_body_bytes=MAX_SERVICE_BODY, max_image_pixels=MAX_SERVICE_PIXELS)
+    with TestClient(create_app(settings)) as c:
+        yield c

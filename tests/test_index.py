@@ -289,3 +289,24 @@ def test_search_right_after_a_crawl_with_the_base_alone(ws: Workspace) -> None:
     assert found.returncode == 0, found.stderr
     body = json.loads(found.stdout)
     assert len(body["results"]) == 3
+
+
+def test_an_index_over_the_threshold_is_an_hnsw_graph_that_finds_what_the_exact_scan_finds(built: dict[str, Any]) -> None:
+    from qualia.search import ProfileSearcher
+
+    flat = built["index"]
+    graph = ProfileIndex.load(build_index(built["ws"], PROFILE, built["encoder"], None, hnsw_threshold=1))
+    assert flat.manifest["index_type"] == "IndexFlatIP"
+    assert graph.manifest["index_type"] == "IndexHNSWFlat" and graph.manifest["hnsw"]["ef_search"] >= 10
+    assert [r["id"] for r in graph.rows] == [r["id"] for r in flat.rows]
+    queries = built["encoder"].encode_texts(["a rock pool", "fog over the harbour", "a red kite", "tea"])
+    for query in queries:
+        for modality in ("any", "image", "text"):
+            exact = [r["id"] for r in flat.search(query, k=10, modality=modality)]
+            approx = [r["id"] for r in graph.search(query, k=10, modality=modality)]
+            assert len(set(exact) & set(approx)) >= 0.9 * len(exact), modality
+            assert all(graph.row(i)["modality"] == modality for i in approx) or modality == "any"
+    row = flat.rows[0]["id"]
+    assert np.allclose(graph.stored_vector(row), flat.stored_vector(row), atol=1e-6)  # readable memory-mapped
+    like = ProfileSearcher(PROFILE, graph, built["encoder"]).search_like(row, k=3)
+    assert len(like) == 3 and row not in {r["id"] for r in like}

@@ -24,29 +24,20 @@ from qualia.workspace import Workspace
 from service.app import create_app
 from service.settings import ServiceSettings
 
-from tests.helpers import CDN, PROFILE, SHARED_FIRST_URL, free_port, open_corpus, picture, write_sample_corpus
+from tests.helpers import CDN, PROFILE, SHARED_FIRST_URL, free_port, open_corpus, picture
 
 MAX_BODY = 256 * 1024
 MAX_PIXELS = 512 * 512
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory, tiny) -> Path:
-    from qualia.embed import Encoder
-
-    root = tmp_path_factory.mktemp("service-home")
-    write_sample_corpus(root)
-    build_index(Workspace(root), PROFILE, Encoder.load(tiny), None)
-    # A profile with a corpus and no index yet.
-    write_sample_corpus(root, "noindex")
-    return root
+def home(service_home: Path) -> Path:
+    return service_home
 
 
 @pytest.fixture(scope="module")
-def client(home: Path) -> Iterator[TestClient]:
-    settings = ServiceSettings(home=home, max_body_bytes=MAX_BODY, max_image_pixels=MAX_PIXELS)
-    with TestClient(create_app(settings)) as c:  # runs the lifespan: backbones preloaded
-        yield c
+def client(service_client: TestClient) -> TestClient:
+    return service_client
 
 
 def stored_picture(home: Path, url: str) -> tuple[str, bytes]:
@@ -79,7 +70,7 @@ def test_text_search_shape(client: TestClient) -> None:
     assert set(body) == {"results", "adapter", "index", "took_ms"}
     assert len(body["results"]) == 7 and body["took_ms"] >= 0
     for hit in body["results"]:
-        assert set(hit) == {"id", "modality", "score", "text", "image_url", "source", "source_url", "degree"}
+        assert set(hit) == {"id", "modality", "score", "text", "image", "image_url", "source", "source_url", "degree"}
     scores = [h["score"] for h in body["results"]]
     assert scores == sorted(scores, reverse=True)
     texts = client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "tide", "modality": "text"}).json()

@@ -232,6 +232,8 @@ def cmd_serve(ws: Workspace, args: argparse.Namespace) -> int:
     # Off loopback, stay closed even if every key is revoked while the server runs.
     settings = ServiceSettings(home=ws.root)
     settings.require_keys = settings.require_keys or not _is_loopback(args.host)
+    if args.torch_threads is not None:
+        settings.torch_threads = args.torch_threads
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
     server.run(sockets=[sock])
     return 0
@@ -394,6 +396,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(sub, "serve", cmd_serve, "run the HTTP API", profile=False, json_flag=False)
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (off loopback needs an API key)")
     sp.add_argument("--port", type=int, default=8000, help="port to listen on")
+    sp.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                    help="torch threads of the encoding worker (default 1, or QUALIA_TORCH_THREADS; 0: torch's own "
+                         "default); one keeps latency steady beside other work on the cores (docs/benchmarks.md)")
 
     keys = sub.add_parser("keys", help="API keys for `qualia serve`, each scoped to one profile",
                           description="API keys for `qualia serve`, each scoped to one profile (stored hashed)",

@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from qualia.search import decode_image, query_words
+
+from service.fetch import FetchRefused, fetch_picture
 from qualia.text import MAX_QUERY_CHARS
 
 from service.deps import ProfileDep, ResourcesDep, SettingsDep, answers, key_scope
@@ -33,14 +35,21 @@ class SearchOptions(BaseModel):
 class SearchRequest(SearchOptions):
     text: str | None = Field(None, min_length=1, max_length=MAX_QUERY_CHARS)
     image_base64: str | None = Field(None, min_length=1, description="picture bytes, base64")
+    image_url: str | None = Field(None, min_length=1, max_length=2048,
+                                  description="a picture on one of the profile's allowed hosts (QUALIA_IMAGE_HOSTS)")
+    id: str | None = Field(None, min_length=1, max_length=80, description="an index row (img-..., txt-...): more like it")
 
     @model_validator(mode="after")
     def one_query(self) -> SearchRequest:
-        if (self.text is None) == (self.image_base64 is None):
-            raise ValueError("give exactly one of 'text' or 'image_base64'")
+        given = [name for name in QUERY_FIELDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(repr(n) for n in QUERY_FIELDS)}")
         if self.text is not None and not self.text.strip():
             raise ValueError("'text' is blank")
         return self
+
+
+QUERY_FIELDS = ("text", "image_base64", "image_url", "id")
 
 
 class SearchResult(BaseModel):
@@ -48,6 +57,7 @@ class SearchResult(BaseModel):
     modality: Literal["image", "text"]
     score: float
     text: str | None
+    image: str | None = Field(description="the service's own URL of the picture (of a text: the picture it describes)")
     image_url: str | None
     source: str | None
     source_url: str | None
@@ -101,19 +111,19 @@ async def _parse_form(form: FormData, settings) -> tuple[SearchOptions, str | No
     return options, None, data
 
 
-async def _parse(request: Request, settings) -> tuple[SearchOptions, str | None, bytes | None]:
+async def _parse(request: Request, settings) -> tuple[SearchOptions, str | None, bytes | None, SearchRequest | None]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "multipart/form-data":
         # as a context manager, so the uploads' spooled temporary files are closed with the request
         async with request.form(max_files=1, max_fields=8) as form:
-            return await _parse_form(form, settings)
+            return (*await _parse_form(form, settings), None)
     if content_type in ("application/json", ""):
         try:
             body = SearchRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise _invalid(e, "body") from e
         data = _decode_base64(body.image_base64, settings) if body.image_base64 is not None else None
-        return body, body.text, data
+        return body, body.text, data, body
     raise HTTPException(415, detail="send application/json or multipart/form-data")
 
 
@@ -137,29 +147,49 @@ _REQUEST_BODY = {
 
 
 @router.post("/{profile}/search", response_model=SearchResponse, openapi_extra={"requestBody": _REQUEST_BODY},
-             responses=answers(400, 404, 409, 413, 415))
+             responses=answers(400, 403, 404, 408, 409, 413, 415))
 async def search(request: Request, profile: ProfileDep, settings: SettingsDep, resources: ResourcesDep) -> Any:
-    """Nearest pictures and texts of the profile's index to a text or a picture."""
-    options, text, image_bytes = await _parse(request, settings)
+    """Nearest pictures and texts of the profile's index to a text, a picture (sent, or fetched from an
+    allowed ``image_url``), or one of its own rows (``id``: more like it)."""
+    options, text, image_bytes, body = await _parse(request, settings)
     k = options.k or settings.default_k
-    # Decoding and the FAISS scan run on threads, encoding on the worker that batches queries together:
-    # the event loop never waits on CPU work.
     started = time.perf_counter()
     searcher, encoder = await run_in_threadpool(resources.searcher_and_encoder, profile)
-    if image_bytes is not None:
-        # decoded and preprocessed a few at a time (``picture_pool``): what waits for the worker is small
-        pixels = await asyncio.get_running_loop().run_in_executor(
-            resources.picture_pool, lambda: encoder.backbone.preprocess(
-                decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)))  # fmt: skip
-        vector = await resources.worker.encode(encoder, "pixels", pixels)
-        query_modality = "image"
+    if body is not None and body.id is not None:
+        results = await run_in_threadpool(searcher.search_like, body.id, k, options.modality)
     else:
-        vector = await resources.worker.encode(encoder, "text", query_words(text))
-        query_modality = "text"
-    results = await run_in_threadpool(searcher.search_vector, vector, query_modality, k, options.modality)
+        if body is not None and body.image_url is not None:
+            image_bytes = await run_in_threadpool(_fetch, body.image_url, searcher, settings)
+        vector, query_modality = await query_vector(resources, encoder, settings, text, image_bytes)
+        results = await run_in_threadpool(searcher.search_vector, vector, query_modality, k, options.modality)
     return {
-        "results": results,
+        "results": [with_image_link(profile, searcher.index, r) for r in results],
         "adapter": searcher.adapter_version,
         "index": searcher.index_version,
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
     }
+
+
+async def query_vector(resources, encoder, settings, text: str | None, image_bytes: bytes | None) -> tuple[Any, str]:
+    """(the query's unit vector, its modality): words or picture bytes through the batching worker;
+    decoding and preprocessing a few at a time (``picture_pool``), so what waits for the worker is small."""
+    if image_bytes is None:
+        return await resources.worker.encode(encoder, "text", query_words(text)), "text"
+    pixels = await asyncio.get_running_loop().run_in_executor(
+        resources.picture_pool, lambda: encoder.backbone.preprocess(
+            decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)))  # fmt: skip
+    return await resources.worker.encode(encoder, "pixels", pixels), "image"
+
+
+def _fetch(url: str, searcher, settings) -> bytes:
+    try:
+        return fetch_picture(url, searcher.index.source_hosts, settings.image_host_list, settings.max_image_bytes,
+                             settings.image_fetch_timeout)  # fmt: skip
+    except FetchRefused as e:
+        raise HTTPException(e.status, detail=e.detail) from e
+
+
+def with_image_link(profile: str, index, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with ``image``: the service's URL of its picture (a text's: the picture it describes), or None."""
+    sha = (index.row(result["id"]) or {}).get("sha256")
+    return {**result, "image": f"/v1/profiles/{profile}/images/img-{sha}" if sha else None}
