@@ -32,6 +32,26 @@ log = logging.getLogger(__name__)
 SINK_ATTRIBUTE = "qualia_sink"
 
 
+def merge_data(known: dict[str, Any], seen: dict[str, Any], authoritative: bool) -> dict[str, Any]:
+    """What an item's ``data`` becomes when ``seen`` arrives on top of what is ``known``.
+
+    A missing or null field never erases a known value: a detail page may carry less than the listing
+    that led to it (a pin's detail without its ``board`` or ``pinner``), and sites drop fields without
+    notice. Where both have a value, an ``authoritative`` answer (the thing's own page) wins; a listing
+    only fills what is not known yet. Nested objects merge by the same rule, key by key.
+    """
+    merged = dict(known)
+    for key, value in seen.items():
+        old = merged.get(key)
+        if value is None:
+            continue
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = merge_data(old, value, authoritative)
+        elif old is None or authoritative:
+            merged[key] = value
+    return merged
+
+
 class CorpusSink:
     """One crawl's writer into a profile's corpus, shared by its spiders."""
 
@@ -71,13 +91,11 @@ class CorpusSink:
         is_new = known is None
         if is_new and record.kind in CAPPED_KINDS and self.full:
             return None
-        known = known or {}
+        data = merge_data(known or {}, record.data, record.complete)
         if is_new or record.complete:
-            data = {**known, **record.data}
             fields = {"title": record.title, "text": record.text, "url": record.url,
                       "published_at": record.published_at}
         else:  # a sighting in a listing only adds what is not known yet
-            data = {**record.data, **known}
             fields = {}
         self.corpus.upsert_item(record.id, source=record.source, kind=record.kind, degree=record.degree,
                                 data=data, via=record.via, **fields)

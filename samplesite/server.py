@@ -244,6 +244,10 @@ class SampleSite:
             data["body_html"] = self.body_html(post)
             if post.paid:
                 data["truncated_body_text"] = post.paragraphs[0]
+            if post.id % 4 == 1:
+                # As real detail answers do now and then: less than the listing said, ids as strings.
+                data.update(cover_image=None, publication_id=str(pub.id))
+                del data["canonical_url"]
         return data
 
     def body_html(self, post: Post) -> str:
@@ -293,6 +297,14 @@ class SampleSite:
                 for k, s in enumerate(pin.carousel)]}
         if detailed:
             data["closeup_unified_description"] = pin.closeup
+            # Real detail answers carry less than the listing that led to them: no board or pinner
+            # objects, or a board reduced to its id (a number here, a string elsewhere), no date.
+            if int(pin.id) % 3 == 0:
+                data["board"] = None
+                del data["pinner"]
+            elif int(pin.id) % 3 == 1:
+                data["board"] = {"id": int(pin.board_id)}
+                data["created_at"] = None
             if pin.story:
                 data["story_pin_data_id"] = f"s{pin.id}"
                 data["story_pin_data"] = {"page_count": len(pin.story), "pages": [
@@ -304,7 +316,9 @@ class SampleSite:
         return data
 
     def board_json(self, board: Board, detailed: bool) -> dict[str, Any]:
-        data = {"id": board.id, "name": board.name, "url": f"/{board.owner}/{board.slug}/",
+        # ids are strings in most answers and numbers in some
+        data = {"id": int(board.id) if int(board.id) % 2 else board.id, "name": board.name,
+                "url": f"/{board.owner}/{board.slug}/",
                 "description": board.description, "pin_count": len(board.pin_ids), "privacy": "public",
                 "type": "board", "owner": {"id": "4242", "username": board.owner, "full_name": self.world.person.name}}
         if detailed:

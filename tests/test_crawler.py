@@ -222,6 +222,24 @@ def test_items_keep_their_path_text_and_special_images(site: SampleSite, full: d
 
 
 @pytest.mark.slow
+def test_sparse_detail_answers_keep_what_listings_said(site: SampleSite, full: dict[str, Any]) -> None:
+    """The sample site's detail answers drop fields as the real ones do (board, pinner, cover, canonical URL)."""
+    world = site.world
+    with open_corpus(full["home"], "full") as c:
+        for pin_id in world.own_pin_ids[:12]:  # every third detail has neither board nor pinner
+            pin, truth = c.item(f"pinterest:pin:{pin_id}"), world.pins[pin_id]
+            assert pin["data"]["board"] == {"id": truth.board_id, "name": truth.board_name, "url": truth.board_url}
+            assert pin["data"]["pinner"] == truth.pinner and pin["published_at"]
+        sparse = [p for p in world.publications[2001].posts if p.id % 4 == 1]
+        assert sparse
+        for post in sparse:
+            record = c.item(f"substack:post:{post.id}")
+            assert record["data"]["canonical_url"].endswith(f"/p/{post.slug}")
+            assert record["data"]["publication_id"] == 2001
+            assert site.url(post.cover_url) in [i["url"] for i in record["images"] if i["role"] == "cover"]
+
+
+@pytest.mark.slow
 def test_recrawl_adds_nothing_and_refetches_no_picture(site: SampleSite, full: dict[str, Any]) -> None:
     home = full["home"]
     files = sorted(p.name for p in (home / "images").rglob("*") if p.is_file())

@@ -61,6 +61,13 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
+def _id(value: Any) -> str | None:
+    """An id as a string: the site gives ids as numbers in one answer and strings in another."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    return str(value)
+
+
 def iso_date(value: Any) -> str | None:
     if not isinstance(value, str):
         return None
@@ -123,14 +130,15 @@ class PinterestSpider(CorpusSpider):
 
     def board_record(self, board: dict[str, Any], degree: int, via: tuple[str, str] | None,
                      complete: bool) -> Record | None:
-        if not isinstance(board.get("id"), (str, int)) or not PIN_ID.fullmatch(str(board["id"])):
+        board_id = _id(board.get("id"))
+        if board_id is None or not PIN_ID.fullmatch(board_id):
             return None
         owner = board.get("owner") if isinstance(board.get("owner"), dict) else {}
         path = board.get("url") if isinstance(board.get("url"), str) else None
         return Record(
-            f"pinterest:board:{board['id']}", "pinterest", "board", degree, via=via, title=board.get("name"),
+            f"pinterest:board:{board_id}", "pinterest", "board", degree, via=via, title=board.get("name"),
             text=join_lines(board.get("description")), url=api_url(self.root, path) if path else None,
-            data={"id": str(board["id"]), "name": board.get("name"), "url": path, "pin_count": board.get("pin_count"),
+            data={"id": board_id, "name": board.get("name"), "url": path, "pin_count": board.get("pin_count"),
                   "owner": owner.get("username")},
             complete=complete,
         )
@@ -170,7 +178,7 @@ class PinterestSpider(CorpusSpider):
     # -- pins -------------------------------------------------------------------------------
 
     def pin_record(self, pin: dict[str, Any], degree: int, via: tuple[str, str] | None, complete: bool) -> Record | None:
-        pin_id = str(pin.get("id") or "")
+        pin_id = _id(pin.get("id")) or ""
         if not PIN_ID.fullmatch(pin_id):
             return None
         images: dict[str, ImageRef] = {}
@@ -189,18 +197,22 @@ class PinterestSpider(CorpusSpider):
             words = join_lines(*(b.get("text") for b in blocks))
             for block in blocks:
                 add(best_image_url(_dict(block.get("image")).get("images")), "story", None, words, k)
+        # A detail answer may lack these (or give them as bare ids): None, so the merge keeps what the
+        # listing said (crawler.pipelines.merge_data).
         board = _dict(pin.get("board"))
         pinner = _dict(pin.get("pinner"))
         # A video pin keeps its still images; the video itself is never fetched.
-        is_video = bool(pin.get("videos") or pin.get("is_video"))
+        is_video = bool(pin.get("videos") or pin.get("is_video")) if ("videos" in pin or "is_video" in pin) else None
         return Record(
             f"pinterest:pin:{pin_id}", "pinterest", "pin", degree, via=via,
             title=join_lines(pin.get("title") or pin.get("grid_title")),
             text=join_lines(pin.get("description"), pin.get("closeup_unified_description")),
             url=api_url(self.root, f"pin/{pin_id}/"), published_at=iso_date(pin.get("created_at")),
             data={"id": pin_id, "link": pin.get("link"), "pinner": pinner.get("username"),
-                  "board": {k: board.get(k) for k in ("id", "name", "url")} if board else None,
-                  "video": is_video, "carousel": bool(carousel), "story": bool(story)},
+                  "board": {k: _id(board.get(k)) if k == "id" else board.get(k) for k in ("id", "name", "url")}
+                  if board else None,
+                  "video": is_video, "carousel": bool(carousel) if "carousel_data" in pin else None,
+                  "story": bool(story) if "story_pin_data" in pin else None},
             images=list(images.values()), complete=complete,
         )
 

@@ -21,6 +21,17 @@ DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-
 SLUG = re.compile(r"^[A-Za-z0-9_-]{1,300}$")
 
 
+def numeric_id(value: Any) -> int | None:
+    """A numeric id, given as a number or as a string of digits (answers differ); else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) < 20:
+        return int(value)
+    return None
+
+
 class SubstackSpider(CorpusSpider):
     name = "substack"
     source = "substack"
@@ -68,17 +79,17 @@ class SubstackSpider(CorpusSpider):
     # -- publications -----------------------------------------------------------------------
 
     def publication(self, pub: Any, degree: int, via: tuple[str, str]) -> Iterator[Record | Request]:
-        if not isinstance(pub, dict) or not isinstance(pub.get("id"), int):
-            self.logger.warning("skipping a publication without an id: %r", pub)
+        pub_id = numeric_id(pub.get("id")) if isinstance(pub, dict) else None
+        if pub_id is None:
+            self.logger.warning("skipping a publication without an id: %.200r", pub)
             return
         base = self.publication_base(pub)
         if base is None:
-            self.logger.warning("skipping publication %s: no usable subdomain", pub.get("id"))
+            self.logger.warning("skipping publication %s: no usable subdomain", pub_id)
             return
-        pub_id = pub["id"]
         node = f"substack:publication:{pub_id}"
         yield Record(node, "substack", "publication", degree, via=via, title=pub.get("name"), url=base,
-                     data={k: pub.get(k) for k in ("id", "name", "subdomain", "custom_domain")})
+                     data={"id": pub_id, **{k: pub.get(k) for k in ("name", "subdomain", "custom_domain")}})
         if not self.first_expansion(node, degree):
             return
         meta = {"degree": degree, "pub_id": pub_id, "base": base}
@@ -127,11 +138,14 @@ class SubstackSpider(CorpusSpider):
     # -- posts ------------------------------------------------------------------------------
 
     def post(self, post: dict[str, Any], meta: dict[str, Any], complete: bool) -> Iterator[Record | Request]:
-        if not isinstance(post.get("id"), int):
+        post_id = numeric_id(post.get("id"))
+        if post_id is None:
             self.logger.warning("skipping a post without an id in %s", meta["base"])
             return
         degree = meta["degree"]
-        paywalled = post.get("audience") == "only_paid"
+        # unknown (None) when the answer does not say: the merge then keeps what the listing said
+        audience = post.get("audience") if isinstance(post.get("audience"), str) else None
+        paywalled = None if audience is None else audience == "only_paid"
         images = []
         if is_web_url(post.get("cover_image")):
             images.append(ImageRef(post["cover_image"], "cover", position=0))
@@ -140,10 +154,11 @@ class SubstackSpider(CorpusSpider):
             body_text, figures = self.read_body(post["body_html"])
             images += [ImageRef(url, "body", alt, caption, position=i + 1, context=context)
                        for i, (url, alt, caption, context) in enumerate(figures)]
-        data = {k: post.get(k) for k in ("id", "slug", "subtitle", "audience", "publication_id", "canonical_url")}
-        data.update(paywalled=paywalled, truncated=paywalled and complete)
+        data = {k: post.get(k) for k in ("slug", "subtitle", "audience", "canonical_url")}
+        data.update(id=post_id, publication_id=numeric_id(post.get("publication_id")), paywalled=paywalled,
+                    truncated=paywalled and complete if paywalled is not None else None)
         record = Record(
-            f"substack:post:{post['id']}", "substack", "post", degree,
+            f"substack:post:{post_id}", "substack", "post", degree,
             via=(f"substack:publication:{meta['pub_id']}", "publishes"), title=post.get("title"),
             text=join_lines(post.get("subtitle"), body_text),
             url=post["canonical_url"] if is_web_url(post.get("canonical_url")) else None,
