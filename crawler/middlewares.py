@@ -9,12 +9,13 @@ import logging
 
 from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import RetryMiddleware
-from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Request, Response
 from scrapy.settings import BaseSettings
 from scrapy.utils.request import RequestFingerprinter
+from twisted.python.failure import Failure
 
 from crawler.pipelines import CorpusSink, corpus_sink
+from crawler.problems import Skipped, describe_failure, growing_wait
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,12 @@ class CorpusAwareRequests:
         if url is not None:
             if self.sink.has_image(url):
                 stats.inc_value("qualia/images_already_stored")
-                raise IgnoreRequest(f"image already stored: {url}")
+                raise Skipped(f"image already stored: {url}")
             if not self.sink.is_shown(url):
-                raise IgnoreRequest(f"no stored item shows {url}")
+                raise Skipped(f"no stored item shows {url}")
         elif self.sink.full and request.meta.get("degree") is not None:
             stats.inc_value("qualia/pages_skipped_max_items")
-            raise IgnoreRequest("--max-items reached")
+            raise Skipped("--max-items reached")
 
 
 class BackoffRetryMiddleware(RetryMiddleware):
@@ -90,19 +91,25 @@ class BackoffRetryMiddleware(RetryMiddleware):
             after = response.headers.get(b"Retry-After")
             if after and after.strip().isdigit():
                 return min(float(after), self.backoff_max)
-        attempt = retry.meta.get("retry_times", 1)
-        return min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+        return growing_wait(self.backoff, self.backoff_max, retry.meta.get("retry_times", 1))
+
+    def planned(self, retry: Request, response: Response | None, reason: str) -> Request:
+        """``retry`` with its wait; the first retry of a request is said once (later ones only counted)."""
+        retry.meta["qualia_backoff"] = wait = self.wait_for(retry, response)
+        if retry.meta.get("retry_times") == 1:
+            log.warning("%s: %s; asking again in %.1f s", retry.url, reason, wait)
+        return retry
 
     def process_response(self, request: Request, response: Response) -> Request | Response:
         result = super().process_response(request, response)
         if isinstance(result, Request):
-            result.meta["qualia_backoff"] = self.wait_for(result, response)
+            return self.planned(result, response, f"HTTP {response.status}")
         return result
 
     def process_exception(self, request: Request, exception: Exception) -> Request | Response | None:
         result = super().process_exception(request, exception)
         if isinstance(result, Request):
-            result.meta["qualia_backoff"] = self.wait_for(result, None)
+            return self.planned(result, None, describe_failure(Failure(exception))[1])
         return result
 
     async def process_request(self, request: Request) -> None:

@@ -193,7 +193,7 @@ class CorpusPipeline:
                 self.sink.store_picture(item)
             except InvalidImage as e:
                 stats.inc_value("qualia/images_invalid")
-                raise DropItem(f"picture from {item.url} not stored: {e}") from e
+                raise DropItem(f"picture {item.url}: {e}") from e
             stats.inc_value("qualia/pictures")
             return item
         if self.sink.write(item) is None:

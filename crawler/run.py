@@ -29,6 +29,7 @@ from twisted.internet.error import ReactorNotRestartable
 
 from crawler import settings as default_settings
 from crawler.pipelines import SINK_ATTRIBUTE, CorpusSink
+from crawler.problems import SAID_BY_QUALIA
 from crawler.spiders.pinterest import PinterestSpider
 from crawler.spiders.substack import SubstackSpider
 from qualia.errors import CrawlFailed, InvalidArgument
@@ -40,8 +41,8 @@ NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 URL_SETTINGS = ("QUALIA_SUBSTACK_URL", "QUALIA_SUBSTACK_PUBLICATION_URL", "QUALIA_PINTEREST_URL")
 DEFAULT_URLS = {key: getattr(default_settings, key) for key in URL_SETTINGS}
 # crawler stats summed over both spiders into the crawl's result
-_TOTALLED = ("downloader/request_count", "qualia/parse_errors", "qualia/images_invalid",
-             "httperror/response_ignored_count", "retry/count", "retry/max_reached", "qualia/images_already_stored")
+_TOTALLED = ("downloader/request_count", "qualia/parse_errors", "qualia/images_invalid", "qualia/pages_failed",
+             "qualia/pictures_failed", "qualia/robots_forbidden", "retry/count", "qualia/images_already_stored")
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,10 @@ def _summary(request: CrawlRequest, crawlers: list[Crawler], counts: Mapping[str
             shutil.rmtree(job_root / name, ignore_errors=True)
     if job_root.is_dir() and not any(job_root.iterdir()):
         job_root.rmdir()
-    errors = (totals["qualia/parse_errors"] + totals["qualia/images_invalid"]
-              + totals["httperror/response_ignored_count"] + totals["retry/max_reached"])
+    # each thing lost counts once: a page or picture that failed to download (after its retries), an
+    # answer that could not be read, a picture that is not one
+    errors = (totals["qualia/parse_errors"] + totals["qualia/images_invalid"] + totals["qualia/pages_failed"]
+              + totals["qualia/pictures_failed"])
     return {
         "profile": request.profile,
         "depth": request.depth,
@@ -194,6 +197,7 @@ def _summary(request: CrawlRequest, crawlers: list[Crawler], counts: Mapping[str
         "errors": errors,
         "retries": totals["retry/count"],
         "requests": totals["downloader/request_count"],
+        "robots_forbidden": totals["qualia/robots_forbidden"],
         "finish_reasons": reasons,
         "resumable": any(r != "finished" for r in reasons.values()),
         "elapsed_s": round(elapsed, 2),
@@ -240,6 +244,8 @@ def _quiet_process(settings: Settings) -> CrawlerProcess:
         logging.disable(previous)
     for name in ("scrapy", "twisted", "py.warnings"):
         logging.getLogger(name).setLevel(level)
+    for name in SAID_BY_QUALIA:  # the spiders say these once, in their own words
+        logging.getLogger(name).setLevel(max(level, logging.ERROR))
     return process
 
 

@@ -36,6 +36,21 @@ DOWNLOAD_MAXSIZE = _images.MAX_BYTES  # the corpus refuses larger pictures anywa
 RETRY_ENABLED = True
 RETRY_TIMES = 4
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+# Scrapy's list without a host name that does not resolve: with no network that never heals, and
+# retrying it made a crawl without network take a minute to say nothing.
+RETRY_EXCEPTIONS = [
+    "scrapy.exceptions.DownloadConnectionRefusedError",
+    "scrapy.exceptions.DownloadFailedError",
+    "scrapy.exceptions.DownloadTimeoutError",
+    "scrapy.exceptions.ResponseDataLossError",
+    "twisted.internet.error.ConnectionDone",
+    "twisted.internet.error.ConnectError",
+    "twisted.internet.error.ConnectionLost",
+    OSError,
+]
+# Each request given up on is logged once, by the spider's errback (crawler.problems), not by Scrapy too.
+RETRY_GIVE_UP_LOG_LEVEL = "DEBUG"
+LOG_FORMATTER = "crawler.problems.QuietLogFormatter"
 QUALIA_RETRY_BACKOFF = 2.0
 QUALIA_RETRY_BACKOFF_MAX = 60.0
 

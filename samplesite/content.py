@@ -462,14 +462,16 @@ class World:
             return [(f"pinterest:pin:{p}", "related", 1) for p in self.pins[key].related]
         return []
 
-    def reach(self, depth: int) -> tuple[dict[str, int], set[tuple[str, str, str]]]:
+    def reach(self, depth: int, sources: tuple[str, ...] = ("substack", "pinterest")
+              ) -> tuple[dict[str, int], set[tuple[str, str, str]]]:
         """Degrees of everything a complete crawl to ``depth`` stores, and the edges it records.
 
         A 0-1 breadth-first walk: listing a node's own content keeps its degree, following an
         association adds one. An edge is recorded when its source is expanded, which the crawler
         does only while the destination stays within ``depth``.
         """
-        roots = [f"substack:user:{self.person.handle}", f"pinterest:user:{self.pinterest_username}"]
+        roots = [root for root in (f"substack:user:{self.person.handle}", f"pinterest:user:{self.pinterest_username}")
+                 if root.split(":")[0] in sources]
         degree = {r: 0 for r in roots}
         queue = deque(roots)
         while queue:
@@ -494,8 +496,9 @@ class World:
             return pin.detail_image_urls() if degree == 1 else pin.grid_image_urls()
         return []
 
-    def expected_counts(self, depth: int = 2) -> dict[str, Any]:
-        degree, edges = self.reach(depth)
+    def expected_counts(self, depth: int = 2, sources: tuple[str, ...] = ("substack", "pinterest")) -> dict[str, Any]:
+        """What a complete crawl of ``sources`` to ``depth`` stores, in the keys of ``Corpus.counts``."""
+        degree, edges = self.reach(depth, sources)
         by_source = {"substack": 0, "pinterest": 0}
         by_degree: dict[str, int] = {}
         by_kind: dict[str, int] = {}

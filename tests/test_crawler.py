@@ -267,15 +267,15 @@ def test_faults_fail_one_thing_never_the_crawl(site: SampleSite, tmp_path: Path)
         site.clear_faults()
     expected = site.expected_counts(1)
     got = counts(tmp_path, "faulty")
-    assert stats["retries"] >= 5 and stats["errors"] >= 2
+    # the broken post answer is asked for again (and heals); the broken picture is the one thing lost
+    assert stats["retries"] >= 6 and stats["errors"] == 1
     assert got["items"] == expected["items"] and got["by_kind"] == expected["by_kind"]
     assert got["by_degree"] == expected["by_degree"]
-    n_body = len(broken_post.figures)
-    assert got["image_refs"] == expected["image_refs"] - n_body
-    assert got["images"] == expected["images"] - n_body - 1
+    assert got["image_refs"] == expected["image_refs"]
+    assert got["images"] == expected["images"] - 1
     with open_corpus(tmp_path, "faulty") as c:
         post = c.item(f"substack:post:{broken_post.id}")
-        assert post["title"] == broken_post.title and [i["role"] for i in post["images"]] == ["cover"]
+        assert post["title"] == broken_post.title and len(post["images"]) == 1 + len(broken_post.figures)
         assert not c.has_image_url(site.base_url + bad_picture)
 
     run_crawl(site, tmp_path, "faulty", depth=1)  # the next crawl repairs what failed

@@ -54,7 +54,7 @@ def test_corpus_pipeline_stores_records_and_pictures_and_drops_bad_bytes(tmp_pat
     pipeline.process_item(PictureBytes(PIN_URL, png((10, 200, 30))))
     with pytest.raises(DropItem, match="max-items"):
         pipeline.process_item(pin(2))
-    with pytest.raises(DropItem, match="not stored"):
+    with pytest.raises(DropItem, match="broken.png"):
         pipeline.process_item(PictureBytes("http://127.0.0.1:9/broken.png", b"\x89PNG broken"))
     pipeline.close_spider()
     assert crawler.stats.get_value("qualia/images_invalid") == 1

@@ -89,7 +89,7 @@ class PinterestSpider(CorpusSpider):
                  meta: dict[str, Any]) -> Request:
         data = json.dumps({"options": options, "context": {}}, separators=(",", ":"))
         url = api_url(self.root, f"resource/{name}Resource/get/", {"source_url": source_url, "data": data})
-        return Request(url, callback, headers=HEADERS,
+        return self.get(url, callback, headers=HEADERS,
                        meta={**meta, "resource": name, "options": options, "source_url": source_url})
 
     def resource_data(self, response: Response, expected: type) -> tuple[Any, Any]:

@@ -56,7 +56,7 @@ class SubstackSpider(CorpusSpider):
     async def start(self) -> AsyncIterator[Request]:
         for handle in self.names:
             url = api_url(self.root, f"api/v1/user/{quote(handle, safe='')}/public_profile")
-            yield Request(url, self.parse_profile, meta={"degree": 0, "handle": handle}, dont_filter=True)
+            yield self.get(url, self.parse_profile, meta={"degree": 0, "handle": handle}, dont_filter=True)
 
     # -- the person -------------------------------------------------------------------------
 
@@ -93,11 +93,11 @@ class SubstackSpider(CorpusSpider):
         if not self.first_expansion(node, degree):
             return
         meta = {"degree": degree, "pub_id": pub_id, "base": base}
-        yield Request(self.archive_url(base, 0), self.parse_archive, meta={**meta, "offset": 0})
-        yield Request(api_url(base, "api/v1/publication/users/ranked", {"public": "true"}), self.parse_authors,
+        yield self.get(self.archive_url(base, 0), self.parse_archive, meta={**meta, "offset": 0})
+        yield self.get(api_url(base, "api/v1/publication/users/ranked", {"public": "true"}), self.parse_authors,
                       meta=meta)
         if degree < self.depth:
-            yield Request(api_url(base, f"api/v1/recommendations/from/{pub_id}"), self.parse_recommendations,
+            yield self.get(api_url(base, f"api/v1/recommendations/from/{pub_id}"), self.parse_recommendations,
                           meta=meta)
 
     def archive_url(self, base: str, offset: int) -> str:
@@ -114,7 +114,7 @@ class SubstackSpider(CorpusSpider):
         # A page shorter than asked for is the last one (an empty page too).
         if len(posts) >= self.archive_page:
             offset = meta["offset"] + len(posts)
-            yield Request(self.archive_url(meta["base"], offset), self.parse_archive,
+            yield self.get(self.archive_url(meta["base"], offset), self.parse_archive,
                           meta={"degree": meta["degree"], "pub_id": meta["pub_id"], "base": meta["base"], "offset": offset})
 
     def parse_recommendations(self, response: Response) -> Iterator[Record | Request]:
@@ -167,7 +167,7 @@ class SubstackSpider(CorpusSpider):
         yield from self.with_pictures(record)
         slug = post.get("slug")
         if not complete and isinstance(slug, str) and SLUG.fullmatch(slug):
-            yield Request(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
+            yield self.get(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
                           meta={k: meta[k] for k in ("degree", "pub_id", "base")})
 
     def parse_post(self, response: Response) -> Iterator[Record | Request]:
