@@ -15,7 +15,7 @@ from scrapy.utils.request import RequestFingerprinter
 from twisted.python.failure import Failure
 
 from crawler.pipelines import CorpusSink, corpus_sink
-from crawler.problems import Skipped, describe_failure, growing_wait
+from crawler.problems import Skipped, describe_failure, growing_wait, shown
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class BackoffRetryMiddleware(RetryMiddleware):
         """``retry`` with its wait; the first retry of a request is said once (later ones only counted)."""
         retry.meta["qualia_backoff"] = wait = self.wait_for(retry, response)
         if retry.meta.get("retry_times") == 1:
-            log.warning("%s: %s; asking again in %.1f s", retry.url, reason, wait)
+            log.warning("%s: %s; asking again in %.1f s", shown(retry.url), reason, wait)
         return retry
 
     def process_response(self, request: Request, response: Response) -> Request | Response:

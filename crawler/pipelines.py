@@ -181,6 +181,7 @@ class CorpusPipeline:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.sink = corpus_sink(crawler)
+        self.seen: set[str] = set()  # ids written by this crawler, so "qualia/items" counts each once
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CorpusPipeline:
@@ -200,6 +201,9 @@ class CorpusPipeline:
             stats.inc_value("qualia/items_refused_max_items")
             raise DropItem(f"{item.id} not stored: --max-items reached", log_level="DEBUG")
         stats.inc_value("qualia/records")
+        if item.id not in self.seen:
+            self.seen.add(item.id)
+            stats.inc_value("qualia/items")
         return item
 
     def close_spider(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import unquote
 
 from scrapy import logformatter
 from scrapy.exceptions import (
@@ -26,7 +27,8 @@ from twisted.internet import error as net
 from twisted.python.failure import Failure
 
 # Scrapy loggers whose messages qualia says itself, once, in its own words (crawler.spiders.CorpusSpider.failed)
-SAID_BY_QUALIA = ("scrapy.core.downloader.handlers.http11", "scrapy.downloadermiddlewares.retry")
+SAID_BY_QUALIA = ("scrapy.core.downloader.handlers.http11", "scrapy.downloadermiddlewares.retry",
+                  "scrapy.downloadermiddlewares.robotstxt")
 
 
 def growing_wait(base: float, cap: float, attempt: int) -> float:
@@ -38,23 +40,38 @@ class Skipped(IgnoreRequest):
     """A request the corpus made pointless (picture already stored, --max-items reached): not a failure."""
 
 
+# kind of failure (a stats key: qualia/failed/<kind>) -> the exceptions that mean it, and its words
+KINDS: dict[str, tuple[tuple[type[BaseException], ...], str]] = {
+    "dns": ((CannotResolveHostError, net.DNSLookupError), "the host name does not resolve (no network, or a wrong address)"),
+    "refused": ((DownloadConnectionRefusedError, net.ConnectionRefusedError), "the connection was refused"),
+    "timeout": ((DownloadTimeoutError, net.TimeoutError), "no answer in time"),
+    "too_large": ((DownloadCancelledError,), "the answer is over the size limit (DOWNLOAD_MAXSIZE)"),
+    "cut_short": ((ResponseDataLossError,), "the answer was cut short"),
+    "dropped": ((DownloadFailedError, net.ConnectionLost, net.ConnectionDone, net.ConnectError),
+                "the connection was dropped"),
+}
+
+
+def shown(url: str) -> str:
+    """``url`` as a log line shows it: a Pinterest resource call without its long ``data`` parameter."""
+    return unquote(url.split("&data=", 1)[0]) if "&data=" in url else url
+
+
+def failure_words(kind: str) -> str:
+    """The plain words for a kind of failure (``http_403`` -> ``HTTP 403``)."""
+    if kind.startswith("http_"):
+        return f"HTTP {kind.removeprefix('http_')}"
+    return KINDS[kind][1] if kind in KINDS else kind
+
+
 def describe_failure(failure: Failure) -> tuple[str, str]:
     """(kind, reason) of a failed request: the kind is a stats key, the reason a few plain words."""
     if failure.check(HttpError):
-        status = failure.value.response.status
-        return f"http_{status}", f"HTTP {status}"
-    if failure.check(CannotResolveHostError, net.DNSLookupError):
-        return "dns", "the host name does not resolve (no network, or a wrong address)"
-    if failure.check(DownloadConnectionRefusedError, net.ConnectionRefusedError):
-        return "refused", "the connection was refused"
-    if failure.check(DownloadTimeoutError, net.TimeoutError):
-        return "timeout", "no answer in time"
-    if failure.check(DownloadCancelledError):
-        return "too_large", "the answer is over the size limit (DOWNLOAD_MAXSIZE)"
-    if failure.check(ResponseDataLossError):
-        return "cut_short", "the answer was cut short"
-    if failure.check(DownloadFailedError, net.ConnectionLost, net.ConnectionDone, net.ConnectError):
-        return "dropped", "the connection was dropped"
+        kind = f"http_{failure.value.response.status}"
+        return kind, failure_words(kind)
+    for kind, (exceptions, words) in KINDS.items():
+        if failure.check(*exceptions):
+            return kind, words
     if failure.check(IgnoreRequest):
         return "ignored", str(failure.value)[:200] or "ignored"
     return "other", f"{type(failure.value).__name__}: {str(failure.value)[:200]}"

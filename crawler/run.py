@@ -16,7 +16,6 @@ import logging
 import math
 import re
 import shutil
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -25,14 +24,16 @@ from typing import Any
 
 from scrapy.crawler import Crawler, CrawlerProcess
 from scrapy.settings import Settings
+from tqdm.contrib.logging import logging_redirect_tqdm
 from twisted.internet.error import ReactorNotRestartable
 
 from crawler import settings as default_settings
 from crawler.pipelines import SINK_ATTRIBUTE, CorpusSink
-from crawler.problems import SAID_BY_QUALIA
+from crawler.problems import SAID_BY_QUALIA, failure_words
 from crawler.spiders.pinterest import PinterestSpider
 from crawler.spiders.substack import SubstackSpider
 from qualia.errors import CrawlFailed, InvalidArgument
+from qualia.progress import bar
 from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger(__name__)
@@ -156,16 +157,50 @@ def _run_spiders(settings: Settings, request: CrawlRequest, sink: CorpusSink, pr
                 setattr(crawler, SINK_ATTRIBUTE, sink)  # the spiders share one writer (pipelines.corpus_sink)
                 crawlers.append(crawler)
                 process.crawl(crawler, names=names, depth=request.depth)
-        ticker = _progress_ticker(sink) if progress else None
-        process.start()
+        ticker = _ProgressLines(crawlers) if progress else None
+        # log lines go above the live lines, not through them
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+            process.start()
     except ReactorNotRestartable as e:
         raise CrawlFailed("this process has already run a crawl (Scrapy's reactor cannot restart); "
                           "run each crawl in its own process") from e
     finally:
         if ticker is not None:
             ticker.stop()
-            sys.stderr.write("\n")
     return crawlers
+
+
+def source_summary(stats: Mapping[str, Any]) -> dict[str, Any]:
+    """What one source's crawl fetched and lost: pages read, items and pictures stored, and each
+    kind of failure with how often it happened (``crawler.problems.failure_words``)."""
+    failures = {failure_words(key.removeprefix("qualia/failed/")): int(n)
+                for key, n in sorted(stats.items()) if key.startswith("qualia/failed/")}
+    for key, words in (("qualia/parse_errors", "unreadable answer"), ("qualia/images_invalid", "not a usable picture"),
+                       ("qualia/robots_forbidden", "forbidden by robots.txt")):
+        if stats.get(key):
+            failures[words] = int(stats[key])
+    return {
+        "pages": int(stats.get("qualia/pages_ok", 0)),
+        "items": int(stats.get("qualia/items", 0)),
+        "pictures": int(stats.get("qualia/pictures", 0)),
+        "pages_lost": int(stats.get("qualia/pages_failed", 0)) + int(stats.get("qualia/parse_errors", 0)),
+        "pictures_lost": int(stats.get("qualia/pictures_failed", 0)) + int(stats.get("qualia/images_invalid", 0)),
+        "failures": failures,
+    }
+
+
+def nothing_fetched(result: Mapping[str, Any]) -> str | None:
+    """Why a finished crawl read not one page from any source (one line), or None if it read some."""
+    sources = result["sources"]
+    if not sources or any(s["pages"] for s in sources.values()):
+        return None
+    if any(reason != "finished" for reason in result["finish_reasons"].values()):
+        return None  # stopped early (Ctrl-C): it resumes; nothing is wrong yet
+    by_reason: dict[str, list[str]] = {}
+    for name, s in sources.items():
+        common = max(s["failures"].items(), key=lambda kv: kv[1])[0] if s["failures"] else "no answer"
+        by_reason.setdefault(common, []).append(name)
+    return "; ".join(f"{' and '.join(names)}: {reason}" for reason, names in by_reason.items())
 
 
 def _summary(request: CrawlRequest, crawlers: list[Crawler], counts: Mapping[str, int], job_root: Path,
@@ -187,6 +222,7 @@ def _summary(request: CrawlRequest, crawlers: list[Crawler], counts: Mapping[str
     # answer that could not be read, a picture that is not one
     errors = (totals["qualia/parse_errors"] + totals["qualia/images_invalid"] + totals["qualia/pages_failed"]
               + totals["qualia/pictures_failed"])
+    sources = {crawler.spidercls.name: source_summary(crawler.stats.get_stats()) for crawler in crawlers}
     return {
         "profile": request.profile,
         "depth": request.depth,
@@ -198,6 +234,7 @@ def _summary(request: CrawlRequest, crawlers: list[Crawler], counts: Mapping[str
         "retries": totals["retry/count"],
         "requests": totals["downloader/request_count"],
         "robots_forbidden": totals["qualia/robots_forbidden"],
+        "sources": sources,
         "finish_reasons": reasons,
         "resumable": any(r != "finished" for r in reasons.values()),
         "elapsed_s": round(elapsed, 2),
@@ -228,6 +265,11 @@ def crawl(ws: Workspace, profile: str, substack: list[str], pinterest: list[str]
         sink.close()
     result = _summary(request, crawlers, counts, ws.crawl_job_dir(profile), time.monotonic() - started)
     log.info("crawl of %s done: %s", profile, result)
+    why = nothing_fetched(result)
+    if why is not None:
+        exports = " or ".join(f"--{name}-export PATH" for name in result["sources"])
+        raise CrawlFailed(f"the crawl fetched nothing ({why}); if the sites refuse crawlers, import your own "
+                          f"data export instead: qualia import {profile} {exports}")
     return result
 
 
@@ -245,20 +287,33 @@ def _quiet_process(settings: Settings) -> CrawlerProcess:
     for name in ("scrapy", "twisted", "py.warnings"):
         logging.getLogger(name).setLevel(level)
     for name in SAID_BY_QUALIA:  # the spiders say these once, in their own words
-        logging.getLogger(name).setLevel(max(level, logging.ERROR))
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     return process
 
 
-def _progress_ticker(sink: Any) -> Any:
-    """A one-line status on stderr, refreshed every half second while the reactor runs."""
-    from twisted.internet import task
+class _ProgressLines:
+    """A live line per source on a terminal (items, pictures, errors), refreshed twice a second while
+    the reactor runs; nothing at all when stderr is not a terminal (``qualia.progress.bar``)."""
 
-    def show() -> None:
-        s = sink.stats
-        sys.stderr.write(f"\rcrawling: {s['items_new']} new items, {s['items_refreshed']} refreshed, "
-                         f"{s['images_stored']} pictures stored ")
-        sys.stderr.flush()
+    def __init__(self, crawlers: list[Crawler]) -> None:
+        from twisted.internet import task
 
-    ticker = task.LoopingCall(show)
-    ticker.start(0.5, now=False)
-    return ticker
+        self.crawlers = crawlers
+        self.bars = [bar(enabled=True, desc=c.spidercls.name, unit=" items", position=k, leave=True)
+                     for k, c in enumerate(crawlers)]
+        self.loop = task.LoopingCall(self.show)
+        self.loop.start(0.5, now=False)
+
+    def show(self) -> None:
+        for crawler, line in zip(self.crawlers, self.bars, strict=True):
+            s = source_summary(crawler.stats.get_stats())
+            line.update(s["items"] - line.n)
+            line.set_postfix_str(f"{s['pictures']} pictures, {s['pages_lost'] + s['pictures_lost']} errors",
+                                 refresh=False)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+        self.show()
+        for line in self.bars:
+            line.close()

@@ -4,6 +4,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -46,3 +47,20 @@ def tiny():
     from qualia.config import TINY_BACKBONE
 
     return load_backbone(TINY_BACKBONE)
+
+
+@pytest.fixture(scope="module")
+def served_sample_site() -> Iterator[Any]:
+    """The sample site, served for one test module."""
+    from samplesite import SampleSite
+
+    with SampleSite() as site:
+        yield site
+
+
+@pytest.fixture
+def site(served_sample_site: Any) -> Iterator[Any]:
+    """The module's sample site, with whatever faults a test switched on cleared after it (a module may
+    define its own ``site`` instead)."""
+    yield served_sample_site
+    served_sample_site.clear_faults()

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +21,6 @@ from samplesite import SampleSite
 from tests.helpers import ROOT, open_corpus
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def site() -> Iterator[SampleSite]:
-    with SampleSite() as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _no_faults_left(site: SampleSite) -> Iterator[None]:
-    yield
-    site.clear_faults()
 
 
 def crawl(site: SampleSite, home: Path, source: str) -> tuple[dict[str, Any], list[str]]:

@@ -18,7 +18,7 @@ from scrapy.http import Request, Response
 from twisted.python.failure import Failure
 
 from crawler.items import PictureBytes, Record
-from crawler.problems import Skipped, describe_failure, growing_wait
+from crawler.problems import Skipped, describe_failure, growing_wait, shown
 
 
 class CorpusSpider(scrapy.Spider):
@@ -62,7 +62,7 @@ class CorpusSpider(scrapy.Spider):
         return Request(url, callback, errback=self.failed, **kwargs)
 
     def error(self, response: Response, reason: str) -> None:
-        self.logger.warning("skipping %s: %s", response.url, reason)
+        self.logger.warning("skipping %s: %s", shown(response.url), reason)
         self.crawler.stats.inc_value("qualia/parse_errors")
 
     def failed(self, failure: Failure) -> None:
@@ -78,7 +78,7 @@ class CorpusSpider(scrapy.Spider):
             host = urlsplit(url).netloc
             if stats.get_value(f"qualia/robots_warned/{host}") is None:
                 stats.set_value(f"qualia/robots_warned/{host}", 1)
-                self.logger.warning("robots.txt of %s forbids %s (and perhaps more): not fetched", host, url)
+                self.logger.warning("robots.txt of %s forbids %s (and perhaps more): not fetched", host, shown(url))
             return
         kind, reason = describe_failure(failure)
         retries = request.meta.get("retry_times", 0) if request is not None else 0
@@ -87,7 +87,7 @@ class CorpusSpider(scrapy.Spider):
         stats.inc_value(f"qualia/failed/{kind}")
         stats.inc_value("qualia/pictures_failed" if request is not None and "qualia_image" in request.meta
                         else "qualia/pages_failed")
-        self.logger.warning("skipping %s: %s", url, reason)
+        self.logger.warning("skipping %s: %s", shown(url), reason)
 
     def load_json(self, response: Response, expected: type) -> Any:
         """The response's JSON if it is of the ``expected`` type, else None (logged, counted).
@@ -106,6 +106,7 @@ class CorpusSpider(scrapy.Spider):
         if not isinstance(value, expected):
             self.error(response, f"expected a JSON {expected.__name__}, got {type(value).__name__}")
             return None
+        self.crawler.stats.inc_value("qualia/pages_ok")
         return value
 
     def retry(self, response: Response, reason: str) -> bool:
@@ -118,7 +119,7 @@ class CorpusSpider(scrapy.Spider):
                                                            settings.getfloat("QUALIA_RETRY_BACKOFF_MAX", 60.0),
                                                            again.meta.get("retry_times", 1))
         if again.meta.get("retry_times") == 1:
-            self.logger.warning("%s: %s; asking again in %.1f s", response.url, reason, wait)
+            self.logger.warning("%s: %s; asking again in %.1f s", shown(response.url), reason, wait)
         self.crawler.engine.crawl(again)
         return True
 

@@ -24,10 +24,11 @@ from typing import Any
 
 from crawler.options import add_crawl_arguments
 from qualia import __version__
-from qualia.cli.format import emit, format_counts, format_eval, format_results
+from qualia.cli.format import emit, format_counts, format_eval, format_losses, format_results
 from qualia.config import TINY_BACKBONE, PretrainSettings, TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
 from qualia.housekeeping import DEFAULT_KEEP, collect
+from qualia.logs import configure as configure_logging
 from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger("qualia")
@@ -66,6 +67,9 @@ def cmd_crawl(ws: Workspace, args: argparse.Namespace) -> int:
         urls=urls,
     )
     counts = corpus_counts(ws, args.profile)
+    losses = format_losses(stats["sources"])
+    if losses:  # a partial failure is still a success: said, and exit 0
+        sys.stderr.write(losses + "\n")
     emit({"crawl": stats, "corpus": counts}, args.json, format_counts(counts))
     return 0
 
@@ -442,11 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_usage(parser, args)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(logging.INFO if args.verbose else logging.WARNING, debug=bool(os.environ.get("QUALIA_DEBUG")))
     ws = Workspace.at(os.environ.get("QUALIA_HOME"))
     try:
         if getattr(args, "profile", None) is not None:
