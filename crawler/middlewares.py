@@ -60,6 +60,11 @@ class CorpusAwareRequests:
     def sink(self) -> CorpusSink:
         return corpus_sink(self.crawler)
 
+    @property
+    def source(self) -> str:
+        """The source this crawler's spider crawls (each source has its own --max-items)."""
+        return getattr(self.crawler.spider, "source", "") or ""
+
     def process_request(self, request: Request) -> None:
         url = request.meta.get("qualia_image")
         stats = self.crawler.stats
@@ -69,7 +74,7 @@ class CorpusAwareRequests:
                 raise Skipped(f"image already stored: {url}")
             if not self.sink.is_shown(url):
                 raise Skipped(f"no stored item shows {url}")
-        elif self.sink.full and request.meta.get("degree") is not None:
+        elif request.meta.get("degree") is not None and self.sink.full(self.source):
             stats.inc_value("qualia/pages_skipped_max_items")
             raise Skipped("--max-items reached")
 

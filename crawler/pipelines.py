@@ -75,9 +75,9 @@ class CorpusSink:
             settings.getint("QUALIA_COMMIT_EVERY", 100),
         )
 
-    @property
-    def full(self) -> bool:
-        return self.max_items is not None and self.stats["capped_items_new"] >= self.max_items
+    def full(self, source: str) -> bool:
+        """Whether ``source`` has stored its ``max_items`` new posts or pins (the cap is per source)."""
+        return self.max_items is not None and self.stats[f"capped_items_new:{source}"] >= self.max_items
 
     def has_image(self, url: str) -> bool:
         return self.corpus.has_image_url(url)
@@ -89,7 +89,7 @@ class CorpusSink:
         """Upsert ``record``; True if it is new, False if refreshed, None if refused (``max_items``)."""
         known = self.corpus.item_data(record.id)
         is_new = known is None
-        if is_new and record.kind in CAPPED_KINDS and self.full:
+        if is_new and record.kind in CAPPED_KINDS and self.full(record.source):
             return None
         data = merge_data(known or {}, record.data, record.complete)
         if is_new or record.complete:
@@ -105,7 +105,7 @@ class CorpusSink:
             self.corpus.add_image_ref(record.id, ref.url, ref.role, ref.alt, ref.caption, ref.position, ref.context)
         self.stats["items_new" if is_new else "items_refreshed"] += 1
         if is_new and record.kind in CAPPED_KINDS:
-            self.stats["capped_items_new"] += 1
+            self.stats[f"capped_items_new:{record.source}"] += 1
         self.tick()
         return is_new
 

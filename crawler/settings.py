@@ -26,7 +26,9 @@ AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 30.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 CONCURRENT_REQUESTS = 32
-CONCURRENT_REQUESTS_PER_DOMAIN = 16
+# At most two requests in flight per site (crawler.run lifts this for --delay 0, a local mirror).
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+QUALIA_MIRROR_CONCURRENCY = 16
 DOWNLOAD_TIMEOUT = 30
 # Pipelines here are synchronous; Scrapy's default of 100 starts 100 tasks for every callback's output.
 CONCURRENT_ITEMS = 8

@@ -331,6 +331,6 @@ def test_max_items_caps_posts_and_pins(site: SampleSite, tmp_path: Path) -> None
     run_crawl(site, tmp_path, "capped", "--max-items", "25", depth=1)
     with open_corpus(tmp_path, "capped") as c:
         got = c.counts()
-        assert got["by_kind"].get("post", 0) + got["by_kind"].get("pin", 0) == 25
+        assert got["by_kind"]["post"] == 25 and got["by_kind"]["pin"] == 25  # each source its own cap
         # Every picture a stored item shows was fetched, and nothing else.
         assert got["image_urls"] == got["image_ref_urls"]
