@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SOURCES = ("substack", "pinterest")
-KINDS = {"substack": ("user", "publication", "post"), "pinterest": ("user", "board", "pin")}
+SOURCES = ("substack", "pinterest", "folder")
+# "folder": pictures a person imported from their own disk (``qualia import --folder``)
+KINDS = {"substack": ("user", "publication", "post"), "pinterest": ("user", "board", "pin"),
+         "folder": ("user", "picture")}
 ROLES = ("cover", "body", "pin", "carousel", "story")
 CAPPED_KINDS = ("post", "pin")  # what --max-items counts
 

@@ -28,11 +28,14 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from twisted.internet.error import ReactorNotRestartable
 
 from crawler import settings as default_settings
+from crawler.exports import ExportRead
+from crawler.items import PictureBytes
 from crawler.pipelines import SINK_ATTRIBUTE, CorpusSink
 from crawler.problems import SAID_BY_QUALIA, failure_words
 from crawler.spiders.pinterest import PinterestSpider
+from crawler.spiders.imports import ImportSpider
 from crawler.spiders.substack import SubstackSpider
-from qualia.errors import CrawlFailed, InvalidArgument
+from qualia.errors import CrawlFailed, InvalidArgument, InvalidImage
 from qualia.progress import bar
 from qualia.workspace import Workspace, check_profile_name
 
@@ -150,18 +153,19 @@ def _trusted_queues(job_root: Path, spiders: list[str]) -> Iterator[None]:
         marker.unlink(missing_ok=True)
 
 
-def _run_spiders(settings: Settings, request: CrawlRequest, sink: CorpusSink, progress: bool) -> list[Crawler]:
-    """Both spiders on one reactor, writing through ``sink``; returns their crawlers once they are done."""
+def _run_spiders(settings: Settings, spiders: list[tuple[type, dict[str, Any]]], sink: CorpusSink,
+                 progress: bool) -> list[Crawler]:
+    """The spiders (each with its arguments) on one reactor, writing through ``sink``; returns their
+    crawlers once they are done."""
     crawlers = []
     ticker = None
     try:
         process = _quiet_process(settings)
-        for spidercls, names in ((SubstackSpider, request.substack), (PinterestSpider, request.pinterest)):
-            if names:
-                crawler = process.create_crawler(spidercls)
-                setattr(crawler, SINK_ATTRIBUTE, sink)  # the spiders share one writer (pipelines.corpus_sink)
-                crawlers.append(crawler)
-                process.crawl(crawler, names=names, depth=request.depth)
+        for spidercls, arguments in spiders:
+            crawler = process.create_crawler(spidercls)
+            setattr(crawler, SINK_ATTRIBUTE, sink)  # the spiders share one writer (pipelines.corpus_sink)
+            crawlers.append(crawler)
+            process.crawl(crawler, **arguments)
         ticker = _ProgressLines(crawlers) if progress else None
         # log lines go above the live lines, not through them
         with logging_redirect_tqdm() if progress else contextlib.nullcontext():
@@ -260,11 +264,11 @@ def crawl(ws: Workspace, profile: str, substack: list[str], pinterest: list[str]
     settings = crawl_settings(ws, request, log_level)
     started = time.monotonic()
     sink = CorpusSink(ws, profile, max_items, settings.getint("QUALIA_COMMIT_EVERY"))
-    spiders = [spider.name for spider, names in ((SubstackSpider, request.substack),
-                                                 (PinterestSpider, request.pinterest)) if names]
+    spiders = [(spider, {"names": names, "depth": request.depth})
+               for spider, names in ((SubstackSpider, request.substack), (PinterestSpider, request.pinterest)) if names]
     try:
-        with _trusted_queues(ws.crawl_job_dir(profile), spiders):
-            crawlers = _run_spiders(settings, request, sink, progress)
+        with _trusted_queues(ws.crawl_job_dir(profile), [spider.name for spider, _ in spiders]):
+            crawlers = _run_spiders(settings, spiders, sink, progress)
     finally:
         counts = dict(sink.stats)
         sink.close()
@@ -276,6 +280,65 @@ def crawl(ws: Workspace, profile: str, substack: list[str], pinterest: list[str]
         raise CrawlFailed(f"the crawl fetched nothing ({why}); if the sites refuse crawlers, import your own "
                           f"data export instead: qualia import {profile} {exports}")
     return result
+
+
+def import_export(ws: Workspace, profile: str, read: ExportRead, delay: float = 1.0, progress: bool = False,
+                  log_level: str | None = None) -> dict[str, Any]:
+    """Store the records of a person's data export (``crawler.exports``) in ``profile``'s corpus, fetching
+    the pictures they show as a crawl does (politely, validated, content-addressed). Returns the crawl's
+    stats shape, with what the export held under ``import``. Repeating an import adds nothing."""
+    check_profile_name(profile)
+    if not 0 <= delay < math.inf:
+        raise InvalidArgument(f"delay must be a finite number of seconds, 0 or more, not {delay!r}")
+    request = CrawlRequest(profile, [], [], 1, None, delay, source_urls(None))
+    settings = crawl_settings(ws, request, log_level)
+    settings.set("QUALIA_JOB_ROOT", None, priority="cmdline")  # nothing to resume: an import is repeated whole
+    started = time.monotonic()
+    sink = CorpusSink(ws, profile, None, settings.getint("QUALIA_COMMIT_EVERY"))
+    try:
+        crawlers = _run_spiders(settings, [(ImportSpider, {"records": read.records})], sink, progress)
+    finally:
+        counts = dict(sink.stats)
+        sink.close()
+    result = _summary(request, crawlers, counts, ws.crawl_job_dir(profile), time.monotonic() - started)
+    result["import"] = read.summary
+    return result
+
+
+def import_folder(ws: Workspace, profile: str, read: ExportRead, files: Mapping[str, Path]) -> dict[str, Any]:
+    """Store a folder's pictures (``crawler.exports.read_folder``) in ``profile``'s corpus: nothing to
+    fetch, so no crawl; a picture that does not decode is skipped with its item, and logged once."""
+    check_profile_name(profile)
+    started = time.monotonic()
+    sink = CorpusSink(ws, profile)
+    known = 0
+    lost: dict[str, int] = {}
+    try:
+        for record in read.records:
+            refs = [ref for ref in record.images if not sink.has_image(ref.url)]
+            known += len(record.images) - len(refs)
+            try:
+                for ref in refs:
+                    sink.store_picture(PictureBytes(ref.url, files[ref.url].read_bytes()))
+            except (InvalidImage, OSError) as e:
+                log.warning("skipping %s: %s", files[ref.url], e)
+                reason = "not a usable picture" if isinstance(e, InvalidImage) else "unreadable file"
+                lost[reason] = lost.get(reason, 0) + 1
+                continue
+            sink.write(record)
+    finally:
+        counts = dict(sink.stats)
+        sink.close()
+    stored = counts.get("images_stored", 0)
+    return {
+        "profile": profile, "depth": 1, "items_new": counts.get("items_new", 0),
+        "items_refreshed": counts.get("items_refreshed", 0), "images_stored": stored, "images_skipped_known": known,
+        "errors": sum(lost.values()), "retries": 0, "requests": 0, "robots_forbidden": 0,
+        "sources": {"folder": {"pages": 0, "items": len(read.records) - sum(lost.values()), "pictures": stored,
+                               "pages_lost": 0, "pictures_lost": sum(lost.values()), "failures": lost}},
+        "finish_reasons": {}, "resumable": False, "elapsed_s": round(time.monotonic() - started, 2),
+        "import": read.summary,
+    }
 
 
 def _quiet_process(settings: Settings) -> CrawlerProcess:

@@ -276,6 +276,8 @@ class World:
         orig, small = f"{PINIMG}/originals/{tail}", f"{PINIMG}/236x/{tail}"
         self.pictures[orig] = pic
         self.pictures[small] = Picture(pic.style, pic.subject, pic.seed, pic.fmt, size=64)
+        # the size a data export's picture hashes are read at: always named .jpg, whatever the picture is
+        self.pictures[f"{PINIMG}/736x/{k[:2]}/{k[2:4]}/{k[4:6]}/{k}.jpg"] = pic
         return orig, small
 
     # -- substack ---------------------------------------------------------------------------

@@ -23,11 +23,11 @@ from tests.helpers import ROOT, open_corpus
 pytestmark = pytest.mark.slow
 
 
-def crawl(site: SampleSite, home: Path, source: str) -> tuple[dict[str, Any], list[str]]:
+def crawl(site: SampleSite, home: Path, source: str, profile: str = "faulty") -> tuple[dict[str, Any], list[str]]:
     """One depth-1 crawl of one source: (its stats, the lines it logged)."""
     name = site.substack_handle if source == "substack" else site.pinterest_username
     out = subprocess.run(
-        [sys.executable, "-m", "crawler", "faulty", f"--{source}", name, "--depth", "1", "--delay", "0"],
+        [sys.executable, "-m", "crawler", profile, f"--{source}", name, "--depth", "1", "--delay", "0"],
         env={**os.environ, "QUALIA_HOME": str(home), **site.env()}, cwd=ROOT, capture_output=True, text=True,
         timeout=300,
     )
