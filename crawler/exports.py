@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 
 from crawler.items import ImageRef, Record
-from crawler.spiders.substack import numeric_id, read_body
+from crawler.parsing import numeric_id, read_body
 from crawler.urls import is_web_url
 from qualia.errors import InvalidInput, NotFound
 from qualia.text import join_lines
