@@ -54,3 +54,11 @@ class Record:
 class PictureBytes:
     url: str  # the URL as the site gave it (before any redirect)
     body: bytes
+
+
+@dataclass
+class Done:
+    """A page or a whole feed read to its end (``key``: what it was, ``@`` the degree it was read at).
+    A later crawl skips what is done (``crawler.middlewares.CorpusAwareRequests``)."""
+
+    key: str

@@ -77,6 +77,34 @@ class CorpusAwareRequests:
         elif request.meta.get("degree") is not None and self.sink.full(self.source):
             stats.inc_value("qualia/pages_skipped_max_items")
             raise Skipped("--max-items reached")
+        elif request.meta.get("qualia_done") is not None and self.known(request):
+            stats.inc_value("qualia/pages_skipped_known")
+            raise Skipped(f"read to its end by an earlier crawl: {request.meta['qualia_done']}")
+
+    def known(self, request: Request) -> bool:
+        """Whether an earlier crawl read what ``request`` asks for (``meta["qualia_done"]``, see
+        ``crawler.spiders.CorpusSpider.once``), so that asking again would only find what is stored.
+
+        A detail page is known once its item was stored from it; its pictures that never arrived are
+        asked for now. The first page of a feed is always read (new things come first); a later page
+        is skipped when the feed was read to its end before and every item of the page before it
+        is stored already: archive paging stops at known posts.
+        """
+        key = request.meta["qualia_done"]
+        if key.startswith("detail:"):
+            if not self.sink.is_done(key):
+                return False
+            spider = self.crawler.spider
+            for url in self.sink.unfetched_image_urls(key.removeprefix("detail:")):
+                self.crawler.engine.crawl(spider.get(url, spider.parse_picture, meta={"qualia_image": url}))
+            return True
+        degree = request.meta.get("degree", 0)
+        if not any(self.sink.is_done(f"{key}@{d}") for d in range(degree + 1)):
+            return False
+        before = request.meta.get("qualia_after")
+        if before is None:  # a first page, or a one-page answer
+            return not request.meta.get("qualia_paged", False)
+        return all(self.sink.has_item(item_id) for item_id in before)
 
 
 class BackoffRetryMiddleware(RetryMiddleware):

@@ -21,7 +21,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
-from crawler.items import CAPPED_KINDS, KINDS, ROLES, SOURCES, PictureBytes, Record
+from crawler.items import CAPPED_KINDS, KINDS, ROLES, SOURCES, Done, PictureBytes, Record
 from crawler.urls import is_web_url
 from qualia.corpus import Corpus
 from qualia.errors import InvalidArgument, InvalidImage
@@ -62,6 +62,10 @@ class CorpusSink:
         self.commit_every = max(1, commit_every)
         self.pending = 0
         self.stats: Counter[str] = Counter()
+        # A detail page's done mark waits one commit before it is written: by then every record read
+        # before it is stored, so a kill never leaves a page marked done whose records were lost.
+        self.marks_waiting: list[str] = []
+        self.marks_ready: list[str] = []
 
     @classmethod
     def from_settings(cls, settings: Any) -> CorpusSink:
@@ -78,6 +82,19 @@ class CorpusSink:
     def full(self, source: str) -> bool:
         """Whether ``source`` has stored its ``max_items`` new posts or pins (the cap is per source)."""
         return self.max_items is not None and self.stats[f"capped_items_new:{source}"] >= self.max_items
+
+    def is_done(self, key: str) -> bool:
+        return self.corpus.is_done(key)
+
+    def has_item(self, item_id: str) -> bool:
+        return self.corpus.has_item(item_id)
+
+    def unfetched_image_urls(self, item_id: str) -> list[str]:
+        return self.corpus.unfetched_image_urls(item_id)
+
+    def mark_done(self, key: str) -> None:
+        self.corpus.mark_done(key)
+        self.tick()
 
     def has_image(self, url: str) -> bool:
         return self.corpus.has_image_url(url)
@@ -103,6 +120,8 @@ class CorpusSink:
             if not (is_new or record.complete) and self.corpus.has_image_ref(record.id, ref.url):
                 continue
             self.corpus.add_image_ref(record.id, ref.url, ref.role, ref.alt, ref.caption, ref.position, ref.context)
+        if record.complete:  # its own page was read: a later crawl need not ask for it again
+            self.marks_waiting.append(f"detail:{record.id}")
         self.stats["items_new" if is_new else "items_refreshed"] += 1
         if is_new and record.kind in CAPPED_KINDS:
             self.stats[f"capped_items_new:{record.source}"] += 1
@@ -121,12 +140,15 @@ class CorpusSink:
         if self.pending >= self.commit_every:
             self.commit()
 
-    def commit(self) -> None:
+    def commit(self, final: bool = False) -> None:
+        for key in self.marks_ready + (self.marks_waiting if final else []):
+            self.corpus.mark_done(key)
+        self.marks_ready, self.marks_waiting = ([], []) if final else (self.marks_waiting, [])
         self.corpus.commit()
         self.pending = 0
 
     def close(self) -> None:
-        self.commit()
+        self.commit(final=True)
         self.corpus.close()
 
 
@@ -153,6 +175,8 @@ class ValidatePipeline:
         return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
+        if isinstance(item, Done):
+            return item
         if isinstance(item, PictureBytes):
             if not is_web_url(item.url) or not item.body:
                 raise DropItem(f"empty or unaddressed picture from {item.url!r}")
@@ -182,6 +206,10 @@ class CorpusPipeline:
         self.crawler = crawler
         self.sink = corpus_sink(crawler)
         self.seen: set[str] = set()  # ids written by this crawler, so "qualia/items" counts each once
+        # Feeds read to their end are marked done only when the whole crawl of this source finished:
+        # a skipped feed hides what its items lead to, which a killed crawl may not have reached.
+        self.done: list[str] = []
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CorpusPipeline:
@@ -189,6 +217,9 @@ class CorpusPipeline:
 
     def process_item(self, item: Any) -> Any:
         stats = self.crawler.stats
+        if isinstance(item, Done):
+            self.done.append(item.key)
+            return item
         if isinstance(item, PictureBytes):
             try:
                 self.sink.store_picture(item)
@@ -208,3 +239,9 @@ class CorpusPipeline:
 
     def close_spider(self) -> None:
         self.sink.commit()
+
+    def spider_closed(self, spider: Any, reason: str) -> None:
+        if reason == "finished":
+            for key in self.done:
+                self.sink.mark_done(key)
+            self.sink.commit()

@@ -17,7 +17,7 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Request, Response
 from twisted.python.failure import Failure
 
-from crawler.items import PictureBytes, Record
+from crawler.items import Done, PictureBytes, Record
 from crawler.problems import Skipped, describe_failure, growing_wait, shown
 
 
@@ -60,6 +60,22 @@ class CorpusSpider(scrapy.Spider):
     def get(self, url: str, callback: Any, **kwargs: Any) -> Request:
         """A request whose failure (after Scrapy's retries) is logged once and counted, never raised."""
         return Request(url, callback, errback=self.failed, **kwargs)
+
+    def once(self, what: str, node: str, paged: bool = False) -> dict[str, Any]:
+        """Request meta that lets a later crawl skip reading ``what`` of ``node`` again once this crawl
+        has read it to its end (``ended``); a ``paged`` feed's first page is read every time."""
+        return {"qualia_done": f"{what}:{node}", "qualia_paged": paged}
+
+    def next_meta(self, response: Response, items: list[str]) -> dict[str, Any]:
+        """The meta a feed's next page carries over: what it is, and the ids the page before listed."""
+        return {k: response.meta[k] for k in ("qualia_done", "qualia_paged") if k in response.meta} | {
+            "qualia_after": items}
+
+    def ended(self, response: Response) -> Iterator[Done]:
+        """The mark that ``response``'s page or feed was read to its end (after what it listed)."""
+        key = response.meta.get("qualia_done")
+        if key is not None:
+            yield Done(f"{key}@{response.meta.get('degree', 0)}")
 
     def error(self, response: Response, reason: str) -> None:
         self.logger.warning("skipping %s: %s", shown(response.url), reason)

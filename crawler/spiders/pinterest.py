@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from scrapy.http import Request, Response
 
-from crawler.items import ImageRef, Record
+from crawler.items import Done, ImageRef, Record
 from crawler.spiders import CorpusSpider
 from crawler.urls import api_url, is_web_url
 from qualia.text import join_lines
@@ -104,14 +104,16 @@ class PinterestSpider(CorpusSpider):
             return None, None
         return data, payload
 
-    def next_page(self, response: Response, payload: Any) -> Iterator[Request]:
+    def next_page(self, response: Response, payload: Any, listed: list[str]) -> Iterator[Request | Done]:
+        """The feed's next page (``listed``: the ids this page gave), or the mark that it ended."""
         mark = next_bookmark(payload)
         options = response.meta["options"]
         if mark is None or [mark] == options.get("bookmarks"):
+            yield from self.ended(response)
             return
         yield self.resource(response.meta["resource"], {**options, "bookmarks": [mark]},
                             response.meta["source_url"], response.request.callback,
-                            {k: response.meta[k] for k in ("degree", "node")})
+                            {k: response.meta[k] for k in ("degree", "node")} | self.next_meta(response, listed))
 
     async def start(self) -> AsyncIterator[Record | Request]:
         for username in self.names:
@@ -121,10 +123,10 @@ class PinterestSpider(CorpusSpider):
             meta = {"degree": 0, "node": node}
             yield self.resource("Boards", {"username": username, "page_size": self.page_size,
                                            "sort": "last_pinned_to", "field_set_key": "profile_grid_item"},
-                                f"/{username}/boards/", self.parse_boards, meta)
+                                f"/{username}/boards/", self.parse_boards, meta | self.once("boards", node, paged=True))
             yield self.resource("UserPins", {"username": username, "page_size": self.page_size,
                                              "field_set_key": "grid_item"},
-                                f"/{username}/_created/", self.parse_user_pins, meta)
+                                f"/{username}/_created/", self.parse_user_pins, meta | self.once("pins", node, paged=True))
 
     # -- boards -----------------------------------------------------------------------------
 
@@ -148,10 +150,12 @@ class PinterestSpider(CorpusSpider):
         if boards is None:
             return
         user, degree = response.meta["node"], response.meta["degree"] + 1
+        listed = []
         for board in boards:
             record = self.board_record(board, degree, (user, "owns"), False) if isinstance(board, dict) else None
             if record is None:
                 continue
+            listed.append(record.id)
             yield record
             if not self.first_expansion(record.id, degree):
                 continue
@@ -160,14 +164,15 @@ class PinterestSpider(CorpusSpider):
             match = BOARD_URL.match(record.data["url"] or "")
             if match:
                 yield self.resource("Board", {"username": match[1], "slug": match[2], "field_set_key": "detailed"},
-                                    record.data["url"], self.parse_board, meta)
+                                    record.data["url"], self.parse_board, meta | {"qualia_done": f"detail:{record.id}"})
             yield self.resource("BoardFeed", {"board_id": board_id, "page_size": self.page_size,
                                               "field_set_key": "react_grid_pin"},
-                                record.data["url"] or "/", self.parse_board_feed, meta)
+                                record.data["url"] or "/", self.parse_board_feed,
+                                meta | self.once("feed", record.id, paged=True))
             if degree < self.depth:
                 yield self.resource("BoardContentRecommendation", {"id": board_id, "type": "board"},
-                                    record.data["url"] or "/", self.parse_more_ideas, meta)
-        yield from self.next_page(response, payload)
+                                    record.data["url"] or "/", self.parse_more_ideas, meta | self.once("ideas", record.id))
+        yield from self.next_page(response, payload, listed)
 
     def parse_board(self, response: Response) -> Iterator[Record]:
         board, _ = self.resource_data(response, dict)
@@ -222,10 +227,12 @@ class PinterestSpider(CorpusSpider):
         if pins is None:
             return
         src, degree = response.meta["node"], response.meta["degree"] + added
+        listed = []
         for pin in pins:
             record = self.pin_record(pin, degree, (src, relation), False) if isinstance(pin, dict) else None
             if record is None:
                 continue
+            listed.append(record.id)
             yield from self.with_pictures(record)
             if not self.first_expansion(record.id, degree):
                 continue
@@ -233,11 +240,11 @@ class PinterestSpider(CorpusSpider):
             pin_id = record.data["id"]
             if degree <= 1:  # the person's own pins are worth their detail page
                 yield self.resource("Pin", {"id": pin_id, "field_set_key": "detailed"}, f"/pin/{pin_id}/",
-                                    self.parse_pin, meta)
+                                    self.parse_pin, meta | {"qualia_done": f"detail:{record.id}"})
             if degree < self.depth:
                 yield self.resource("RelatedPinFeed", {"pin": pin_id, "add_vase": True, "pins_only": True},
-                                    f"/pin/{pin_id}/", self.parse_related, meta)
-        yield from self.next_page(response, payload)
+                                    f"/pin/{pin_id}/", self.parse_related, meta | self.once("related", record.id))
+        yield from self.next_page(response, payload, listed)
 
     def parse_board_feed(self, response: Response) -> Iterator[Record | Request]:
         yield from self.pins(response, "contains", 0)

@@ -82,7 +82,8 @@ class SubstackSpider(CorpusSpider):
         if not self.first_expansion(node, degree):
             return
         meta = {"degree": degree, "pub_id": pub_id, "base": base}
-        yield self.get(self.archive_url(base, 0), self.parse_archive, meta={**meta, "offset": 0})
+        yield self.get(self.archive_url(base, 0), self.parse_archive,
+                       meta={**meta, "offset": 0, **self.once("archive", node, paged=True)})
         yield self.get(api_url(base, "api/v1/publication/users/ranked", {"public": "true"}), self.parse_authors,
                       meta=meta)
         if degree < self.depth:
@@ -97,14 +98,21 @@ class SubstackSpider(CorpusSpider):
         if posts is None:
             return
         meta = response.meta
+        listed = []
         for post in posts:
             if isinstance(post, dict):
-                yield from self.post(post, meta, complete=False)
+                for out in self.post(post, meta, complete=False):
+                    if isinstance(out, Record) and out.kind == "post":
+                        listed.append(out.id)
+                    yield out
         # A page shorter than asked for is the last one (an empty page too).
         if len(posts) >= self.archive_page:
             offset = meta["offset"] + len(posts)
             yield self.get(self.archive_url(meta["base"], offset), self.parse_archive,
-                          meta={"degree": meta["degree"], "pub_id": meta["pub_id"], "base": meta["base"], "offset": offset})
+                           meta={"degree": meta["degree"], "pub_id": meta["pub_id"], "base": meta["base"],
+                                 "offset": offset, **self.next_meta(response, listed)})
+        else:
+            yield from self.ended(response)
 
     def parse_recommendations(self, response: Response) -> Iterator[Record | Request]:
         recs = self.load_json(response, list)
@@ -157,7 +165,8 @@ class SubstackSpider(CorpusSpider):
         slug = post.get("slug")
         if not complete and isinstance(slug, str) and SLUG.fullmatch(slug):
             yield self.get(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
-                          meta={k: meta[k] for k in ("degree", "pub_id", "base")})
+                           meta={**{k: meta[k] for k in ("degree", "pub_id", "base")},
+                                 "qualia_done": f"detail:{record.id}"})
 
     def parse_post(self, response: Response) -> Iterator[Record | Request]:
         post = self.load_json(response, dict)
