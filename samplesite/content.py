@@ -247,7 +247,10 @@ def _timestamp(start: datetime, steps_back: int, hours: int) -> datetime:
 class World:
     """The sample person and everything reachable from her, plus what lies one step too far."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: int = 1) -> None:
+        """``scale`` multiplies the posts, pins and related pins (1: the world the tests check against;
+        larger: a world for the crawl benchmark)."""
+        self.scale = max(1, int(scale))
         self.rng = random.Random(SEED)
         self.pictures: dict[str, Picture] = {}  # path -> picture
         self.publications: dict[int, Publication] = {}
@@ -305,7 +308,7 @@ class World:
         for pub_id, name, sub, domain, authors, n_posts, recs in specs:
             pub = Publication(pub_id, name, sub, domain, authors, recommends=recs)
             writer = _Writer(rng, 0.95, 0.0) if pub_id == 2001 else _Writer(rng, 0.7, 0.15)
-            for k in range(n_posts):
+            for k in range(n_posts * self.scale):
                 cover = self._new_picture()
                 title = writer.title(cover.style, cover.subject)
                 paragraphs = writer.prose(cover.style, cover.subject, rng.randint(2, 4))
@@ -371,7 +374,7 @@ class World:
             url = f"/{self.pinterest_username}/{slug}/"
             style = name if name in STYLES else next((s for s in STYLES if name.startswith(s + " ")), None)
             subject = next((s for s in SUBJECTS if name.endswith(f"{s}s")), None)
-            n = 30 if b == 0 else rng.randint(5, 8)
+            n = (30 if b == 0 else rng.randint(5, 8)) * self.scale
             pins = []
             for _ in range(n):
                 pin_id = str(880000000000 + len(own))
@@ -390,7 +393,7 @@ class World:
             board = (str(base // 1000 + n), bname, f"/{pinner}/{slugify(bname)}/")
             return self._make_pin(str(base + n), others, pinner, board, _timestamp(start, n, 11))
 
-        pool = [other_pin(n, 770000000000) for n in range(120)]
+        pool = [other_pin(n, 770000000000) for n in range(120 * self.scale)]
         far = [other_pin(n, 660000000000) for n in range(30)]
         self.degree3_pin_ids = [p.id for p in far]
         for i, pin in enumerate(own):

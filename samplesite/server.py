@@ -119,10 +119,10 @@ def _page_offset(bookmarks: Any) -> int:
 class SampleSite:
     """The sample person's Substack and Pinterest on 127.0.0.1; a context manager."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, scale: int = 1) -> None:
         self.host = host
         self.port = port
-        self.world = World()
+        self.world = World(scale)
         self.substack_handle = self.world.person.handle
         self.pinterest_username = self.world.pinterest_username
         self.queries = ["quiet morning cup", "tidewater", "ember hour house", "paper moon bicycle", "static chair",
