@@ -15,6 +15,7 @@ from scrapy.crawler import Crawler
 from scrapy.downloadermiddlewares.retry import get_retry_request
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Request, Response
+from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
 
 from crawler.items import Done, PictureBytes, Record
@@ -81,11 +82,19 @@ class CorpusSpider(scrapy.Spider):
         self.logger.warning("skipping %s: %s", shown(response.url), reason)
         self.crawler.stats.inc_value("qualia/parse_errors")
 
-    def failed(self, failure: Failure) -> None:
-        """The errback of every request: one log line per thing lost, and a count per kind of loss."""
+    def failed(self, failure: Failure) -> list[Request] | None:
+        """The errback of every request: one log line per thing lost, and a count per kind of loss.
+
+        A picture asked for in a larger size than the site gave (``meta["qualia_smaller"]``) that is
+        not there is asked for in the size the site gave instead: nothing is lost.
+        """
         request = getattr(failure, "request", None)
         if failure.check(Skipped):  # the corpus made the request pointless: nothing was lost
-            return
+            return None
+        smaller = request.meta.get("qualia_smaller") if request is not None else None
+        if smaller and failure.check(HttpError):
+            self.crawler.stats.inc_value("qualia/pictures_smaller")
+            return [self.get(smaller, self.parse_picture, meta={"qualia_image": request.meta["qualia_image"]})]
         stats = self.crawler.stats
         url = request.url if request is not None else "?"
         if failure.check(IgnoreRequest) and "robots.txt" in str(failure.value):
@@ -95,7 +104,7 @@ class CorpusSpider(scrapy.Spider):
             if stats.get_value(f"qualia/robots_warned/{host}") is None:
                 stats.set_value(f"qualia/robots_warned/{host}", 1)
                 self.logger.warning("robots.txt of %s forbids %s (and perhaps more): not fetched", host, shown(url))
-            return
+            return None
         kind, reason = describe_failure(failure)
         retries = request.meta.get("retry_times", 0) if request is not None else 0
         if retries:
@@ -104,6 +113,7 @@ class CorpusSpider(scrapy.Spider):
         stats.inc_value("qualia/pictures_failed" if request is not None and "qualia_image" in request.meta
                         else "qualia/pages_failed")
         self.logger.warning("skipping %s: %s", shown(url), reason)
+        return None
 
     def load_json(self, response: Response, expected: type) -> Any:
         """The response's JSON if it is of the ``expected`` type, else None (logged, counted).
@@ -118,6 +128,7 @@ class CorpusSpider(scrapy.Spider):
             reason = "an HTML page where JSON was expected" if html else f"broken JSON ({e})"
             if not self.retry(response, reason):
                 self.error(response, reason)
+                response.meta["qualia_unreadable"] = True  # given up on: a spider may look elsewhere
             return None
         if not isinstance(value, expected):
             self.error(response, f"expected a JSON {expected.__name__}, got {type(value).__name__}")

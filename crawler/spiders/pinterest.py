@@ -10,13 +10,18 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
+from parsel import Selector
 from scrapy.http import Request, Response
+from scrapy.spidermiddlewares.httperror import HttpError
+from twisted.python.failure import Failure
 
 from crawler.items import Done, ImageRef, Record
 from crawler.spiders import CorpusSpider
 from crawler.urls import api_url, is_web_url
 from qualia.text import join_lines
 
+# The person's own listings: when the resource API refuses them, their RSS feeds are read instead.
+RSS_FALLBACK = ("Boards", "UserPins", "BoardFeed")
 HEADERS = {"Accept": "application/json, text/javascript, */*, q=0.01", "X-Requested-With": "XMLHttpRequest"}
 PIN_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 BOARD_URL = re.compile(r"^/([^/]+)/([^/]+)/?$")
@@ -89,8 +94,65 @@ class PinterestSpider(CorpusSpider):
                  meta: dict[str, Any]) -> Request:
         data = json.dumps({"options": options, "context": {}}, separators=(",", ":"))
         url = api_url(self.root, f"resource/{name}Resource/get/", {"source_url": source_url, "data": data})
-        return self.get(url, callback, headers=HEADERS,
-                       meta={**meta, "resource": name, "options": options, "source_url": source_url})
+        request = self.get(url, callback, headers=HEADERS,
+                           meta={**meta, "resource": name, "options": options, "source_url": source_url})
+        if name in RSS_FALLBACK:
+            request.errback = self.refused
+        return request
+
+    # -- when the resource API refuses: RSS ---------------------------------------------------
+
+    def refused(self, failure: Failure) -> Iterator[Request]:
+        """The errback of the person's own listings: the loss is logged and counted as any other, and
+        when the API refused (403, 404, 401, 410) the same pins are asked of the RSS feeds."""
+        yield from self.failed(failure) or []
+        if failure.check(HttpError) and failure.value.response.status in (401, 403, 404, 410):
+            yield from self.rss_instead(failure.request.meta)
+
+    def rss_instead(self, meta: dict[str, Any]) -> Iterator[Request]:
+        """``/{user}/feed.rss`` for the person's pins (and for boards, when they cannot be listed);
+        ``/{user}/{board}.rss`` for one board's pins. About 25 recent pins each."""
+        resource, node = meta["resource"], meta["node"]
+        options = meta.get("options") or {}
+        board = BOARD_URL.match(meta.get("source_url") or "")
+        if resource == "BoardFeed" and board:
+            url, relation, added = api_url(self.root, f"{quote(board[1])}/{quote(board[2])}.rss"), "contains", 0
+        elif resource in ("UserPins", "Boards") and isinstance(options.get("username"), str):
+            url, relation, added = api_url(self.root, f"{quote(options['username'])}/feed.rss"), "pinned", 1
+        else:
+            return
+        self.logger.warning("the resource API refused %s; reading %s instead", resource, url)
+        yield self.get(url, self.parse_rss, meta={"degree": meta["degree"], "node": node, "relation": relation,
+                                                  "added": added})
+
+    def parse_rss(self, response: Response) -> Iterator[Record | Request]:
+        """Pins from an RSS feed: the picture is the ``<img>`` in the escaped ``<description>``, asked
+        for a size larger than the thumbnail where the CDN has it (else the thumbnail)."""
+        try:
+            items = Selector(text=response.text, type="xml").xpath("//item")
+        except (ValueError, AttributeError) as e:
+            self.error(response, f"not an RSS feed ({e})")
+            return
+        self.crawler.stats.inc_value("qualia/pages_ok")
+        src, degree = response.meta["node"], response.meta["degree"] + response.meta["added"]
+        for item in items:
+            link = item.xpath("link/text()").get() or item.xpath("guid/text()").get() or ""
+            found = re.search(r"/pin/([A-Za-z0-9_-]{1,64})/?", link)
+            body = Selector(text=f"<div>{item.xpath('description/text()').get() or ''}</div>")
+            thumb = body.css("img::attr(src)").get()
+            if found is None or not is_web_url(thumb):
+                continue
+            pin_id = found[1]
+            large = thumb.replace("/236x/", "/736x/") if "/236x/" in thumb else thumb
+            record = Record(
+                f"pinterest:pin:{pin_id}", "pinterest", "pin", degree, via=(src, response.meta["relation"]),
+                title=join_lines(item.xpath("title/text()").get()),
+                text=join_lines(" ".join(body.xpath("//div/text()").getall())),
+                url=api_url(self.root, f"pin/{pin_id}/"), published_at=iso_date(item.xpath("pubDate/text()").get()),
+                data={"id": pin_id, "from_rss": True}, images=[ImageRef(large, "pin")],
+            )
+            yield record
+            yield self.get(large, self.parse_picture, meta={"qualia_image": large, "qualia_smaller": thumb})
 
     def resource_data(self, response: Response, expected: type) -> tuple[Any, Any]:
         """(resource_response.data, whole payload), or (None, None) if the answer is unusable."""
@@ -148,6 +210,8 @@ class PinterestSpider(CorpusSpider):
     def parse_boards(self, response: Response) -> Iterator[Record | Request]:
         boards, payload = self.resource_data(response, list)
         if boards is None:
+            if response.meta.get("qualia_unreadable"):  # HTML where JSON should be: a refusal too
+                yield from self.rss_instead(response.meta)
             return
         user, degree = response.meta["node"], response.meta["degree"] + 1
         listed = []
@@ -225,6 +289,8 @@ class PinterestSpider(CorpusSpider):
         """Pins listed by ``response``'s node, ``added`` hops further than it."""
         pins, payload = self.resource_data(response, list)
         if pins is None:
+            if response.meta.get("qualia_unreadable") and response.meta.get("resource") in RSS_FALLBACK:
+                yield from self.rss_instead(response.meta)
             return
         src, degree = response.meta["node"], response.meta["degree"] + added
         listed = []
