@@ -241,7 +241,8 @@ class CorpusPipeline:
         self.sink.commit()
 
     def spider_closed(self, spider: Any, reason: str) -> None:
-        if reason == "finished":
+        # a crawl capped by --max-items refused items its feeds listed: none of them is done
+        if reason == "finished" and self.sink.max_items is None:
             for key in self.done:
                 self.sink.mark_done(key)
             self.sink.commit()

@@ -334,3 +334,6 @@ def test_max_items_caps_posts_and_pins(site: SampleSite, tmp_path: Path) -> None
         assert got["by_kind"]["post"] == 25 and got["by_kind"]["pin"] == 25  # each source its own cap
         # Every picture a stored item shows was fetched, and nothing else.
         assert got["image_urls"] == got["image_ref_urls"]
+    # a later crawl without the cap reads the feeds a capped crawl cut short, and finds everything
+    run_crawl(site, tmp_path, "capped", depth=1)
+    assert counts(tmp_path, "capped") == site.expected_counts(1)
