@@ -44,7 +44,7 @@ HASH = re.compile(r"^[0-9a-f]{8,64}$")
 
 @dataclass
 class ExportRead:
-    """What an export held: the records to store, and what was skipped and why."""
+    """What an export held: the records to store, and what was skipped or read only in part, and why."""
 
     format: str
     records: list[Record] = field(default_factory=list)
@@ -125,11 +125,14 @@ def read_substack_export(path: Path) -> ExportRead:
         node = "substack:user:export"
         read.records.append(Record(node, "substack", "user", 0, title="your Substack export",
                                    data={"imported": "substack-export"}))
-        for row in csv.DictReader(io.StringIO(_text(data))):
-            row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
-            record = _substack_post(row, files, folder, node, read.skipped)
-            if record is not None:
-                read.records.append(record)
+        try:
+            for row in csv.DictReader(io.StringIO(_text(data).replace("\0", ""))):
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(v, str)}
+                record = _substack_post(row, files, folder, node, read.skipped)
+                if record is not None:
+                    read.records.append(record)
+        except csv.Error as e:
+            raise InvalidInput(f"{path}: posts.csv cannot be read as CSV ({e})") from e
         return read
     finally:
         files.close()
@@ -141,15 +144,15 @@ def _substack_post(row: dict[str, str], files: _Files, folder: PurePosixPath, no
     number, _, slug = post_key.partition(".")
     post_id = numeric_id(number)
     if post_id is None:
-        skipped["rows without a post_id"] += 1
+        skipped["rows without a post_id, skipped"] += 1
         return None
     if row.get("is_published", "").lower() not in TRUE:
-        skipped["drafts"] += 1
+        skipped["drafts, skipped"] += 1
         return None
     body = files.read((folder / "posts" / f"{post_key}.html").as_posix()) if "/" not in post_key else None
     body_text, figures = read_body(_text(body)) if body else (None, [])
     if body is None:
-        skipped["posts without their HTML file (kept by title)"] += 1
+        skipped["posts without their HTML file, kept by title"] += 1
     audience = row.get("audience") or None
     subtitle = row.get("subtitle") or None
     images = [ImageRef(url, "body", alt, caption, position=i + 1, context=context)
@@ -246,7 +249,7 @@ def read_pinterest_export(path: Path, pinimg_base: str) -> ExportRead:
         user = users.setdefault(username, f"pinterest:user:{username}")
         record = _pin(anchor.group(1), fields, user, boards, pinimg_base)
         if record is None:
-            read.skipped["pins without a picture"] += 1
+            read.skipped["pins without a picture, skipped"] += 1
             continue
         read.records.append(record)
     read.records[:0] = [Record(node, "pinterest", "user", 0, title=name, data={"username": name,
@@ -298,8 +301,11 @@ def _captions(folder: Path) -> dict[str, str]:
     rows: list[dict[str, object]] = []
     table = folder / "captions.csv"
     if table.is_file() and table.stat().st_size <= MAX_FILE_BYTES:
-        rows += [{(k or "").strip().lower(): v for k, v in row.items()}
-                 for row in csv.DictReader(io.StringIO(_text(table.read_bytes())))]
+        try:
+            rows += [{(k or "").strip().lower(): v for k, v in row.items()}
+                     for row in csv.DictReader(io.StringIO(_text(table.read_bytes()).replace("\0", "")))]
+        except csv.Error as e:
+            log.warning("skipping %s: not readable as CSV (%s)", table, e)
     lines = folder / "captions.jsonl"
     if lines.is_file() and lines.stat().st_size <= MAX_FILE_BYTES:
         for line in _text(lines.read_bytes()).splitlines():
@@ -335,7 +341,7 @@ def read_folder(folder: Path, owner: str) -> tuple[ExportRead, dict[str, Path]]:
         if not path.is_file() or path.suffix.lower() not in PICTURE_SUFFIXES:
             continue
         if path.stat().st_size > MAX_FILE_BYTES:
-            read.skipped["pictures too large"] += 1
+            read.skipped["pictures too large, skipped"] += 1
             continue
         side = path.with_suffix(".txt")
         caption = _text(side.read_bytes()).strip() if side.is_file() and side.stat().st_size < 100_000 else None

@@ -52,7 +52,7 @@ def test_substack_export(site: SampleSite, tmp_path: Path, form: str) -> None:
     pub = site.world.publications[site.world.person.writes[0]]
     pictures = {site.url(f.url) for p in pub.posts for f in p.figures}
     assert first["corpus"]["items"]["substack"] == expected["published"] + 1  # and the export's own node
-    assert first["crawl"]["import"]["skipped"] == {"drafts": expected["drafts"]}
+    assert first["crawl"]["import"]["skipped"] == {"drafts, skipped": expected["drafts"]}
     assert first["corpus"]["images"] == len({site.world.pictures[u.removeprefix(site.base_url)] for u in pictures})
     assert first["corpus"]["by_degree"] == {"0": 1, "1": expected["published"]}
     with open_corpus(home, "me") as c:

@@ -97,7 +97,7 @@ def cmd_import(ws: Workspace, args: argparse.Namespace) -> int:
     held = stats["import"]
     human = (f"imported {held['format']}: {', '.join(f'{n} {k}s' for k, n in held['read'].items()) or 'nothing'}"
              f" ({stats['items_new']} new, {stats['images_stored']} pictures stored)"
-             + "".join(f"; skipped {n} {why}" for why, n in held["skipped"].items()))
+             + "".join(f"; {why}: {n}" for why, n in held["skipped"].items()))
     emit({"crawl": stats, "corpus": counts}, args.json, human + "\n" + format_counts(counts))
     return 0
 
