@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 MAX_FILE_BYTES = 50 * 1024 * 1024  # one CSV or HTML file of an export; a bigger one is not an export
 TRUE = {"true", "yes", "1", "t", "y"}
 PAID = {"only_paid", "founding"}
-PIN_LINK = re.compile(r'<a\s[^>]*href="[^"]*/pin/([A-Za-z0-9_-]{1,64})/?"[^>]*>.*?</a>', re.I | re.S)
+PIN_LINK = re.compile(r'<a\s[^>]*href="[^"]*/pin/([A-Za-z0-9_-]{1,64})/?"[^>]*>.*?</a>', re.IGNORECASE | re.DOTALL)
 HASH = re.compile(r"^[0-9a-f]{8,64}$")
 
 
@@ -182,8 +182,8 @@ def pinimg_url(base: str, value: str) -> str | None:
 
 def _fields(chunk: str) -> dict[str, str | None]:
     """The ``Key: value`` lines of one pin's block; ``No data`` and empty values read as None."""
-    chunk = re.sub(r'<a\s[^>]*href="([^"]*)"[^>]*>.*?</a>', r"\1", chunk, flags=re.I | re.S)
-    chunk = re.sub(r"<br\s*/?>", "\n", chunk, flags=re.I)
+    chunk = re.sub(r'<a\s[^>]*href="([^"]*)"[^>]*>.*?</a>', r"\1", chunk, flags=re.IGNORECASE | re.DOTALL)
+    chunk = re.sub(r"<br\s*/?>", "\n", chunk, flags=re.IGNORECASE)
     chunk = html.unescape(re.sub(r"<[^>]+>", "", chunk))
     found: dict[str, str | None] = {}
     for line in chunk.splitlines():
@@ -232,8 +232,8 @@ def read_pinterest_export(path: Path, pinimg_base: str) -> ExportRead:
             pages = [_text(files.read(n) or b"") for n in sorted(names)]
         finally:
             files.close()
-        page = next((p for p in pages if re.search(r"<h1[^>]*>\s*Pins\s*</h1>", p, re.I)), "")
-    match = re.search(r"<h1[^>]*>\s*Pins\s*</h1>(.*?)(?=<h1[^>]*>|\Z)", page, re.I | re.S)
+        page = next((p for p in pages if re.search(r"<h1[^>]*>\s*Pins\s*</h1>", p, re.IGNORECASE)), "")
+    match = re.search(r"<h1[^>]*>\s*Pins\s*</h1>(.*?)(?=<h1[^>]*>|\Z)", page, re.IGNORECASE | re.DOTALL)
     if match is None:
         raise InvalidInput(f"{path} has no Pins section: is it Pinterest's data export (an HTML file)?")
     section = match.group(1)

@@ -32,8 +32,8 @@ from crawler.exports import ExportRead
 from crawler.items import PictureBytes
 from crawler.pipelines import SINK_ATTRIBUTE, CorpusSink
 from crawler.problems import SAID_BY_QUALIA, failure_words
-from crawler.spiders.pinterest import PinterestSpider
 from crawler.spiders.imports import ImportSpider
+from crawler.spiders.pinterest import PinterestSpider
 from crawler.spiders.substack import SubstackSpider
 from qualia.errors import CrawlFailed, InvalidArgument, InvalidImage
 from qualia.progress import bar

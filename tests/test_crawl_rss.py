@@ -60,7 +60,7 @@ def test_html_instead_of_json_falls_back_too(site: SampleSite, tmp_path: Path) -
     site.fault_next("UserPinsResource", "html", times=100_000)
     site.fault_next("BoardsResource", "html", times=100_000)
     before = len(site.requests)
-    stats, lines = crawl(site, tmp_path, "pinterest")
+    _, lines = crawl(site, tmp_path, "pinterest")
     check_corpus(site, tmp_path, rss_pins(site, boards=False))
     said = [line for line in lines if ".rss instead" in line]
     assert len(said) == 2 and any("Boards" in line for line in said) and any("UserPins" in line for line in said)
