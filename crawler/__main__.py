@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
 from crawler.options import add_crawl_arguments
 from crawler.run import URL_SETTINGS, crawl
 from qualia.errors import QualiaError
+from qualia.logs import configure as configure_logging
 from qualia.workspace import Workspace
 
 
@@ -26,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING", metavar="LEVEL", help="Scrapy's log level (default: %(default)s)")
     parser.add_argument("--progress", action="store_true", help="a status line on stderr")
     args = parser.parse_args(argv)
+    level = logging.getLevelName(args.log_level.upper())
+    configure_logging(level if isinstance(level, int) else logging.WARNING, debug=bool(os.environ.get("QUALIA_DEBUG")))
     ws = Workspace.at(os.environ.get("QUALIA_HOME"))
     urls = {key: os.environ.get(key) for key in URL_SETTINGS}
     try:

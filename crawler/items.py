@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-SOURCES = ("substack", "pinterest")
-KINDS = {"substack": ("user", "publication", "post"), "pinterest": ("user", "board", "pin")}
+SOURCES = ("substack", "pinterest", "folder")
+# "folder": pictures a person imported from their own disk (``qualia import --folder``)
+KINDS = {"substack": ("user", "publication", "post"), "pinterest": ("user", "board", "pin"),
+         "folder": ("user", "picture")}
 ROLES = ("cover", "body", "pin", "carousel", "story")
 CAPPED_KINDS = ("post", "pin")  # what --max-items counts
 
@@ -52,3 +54,11 @@ class Record:
 class PictureBytes:
     url: str  # the URL as the site gave it (before any redirect)
     body: bytes
+
+
+@dataclass
+class Done:
+    """A page or a whole feed read to its end (``key``: what it was, ``@`` the degree it was read at).
+    A later crawl skips what is done (``crawler.middlewares.CorpusAwareRequests``)."""
+
+    key: str

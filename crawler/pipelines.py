@@ -21,7 +21,7 @@ from scrapy import signals
 from scrapy.crawler import Crawler
 from scrapy.exceptions import DropItem
 
-from crawler.items import CAPPED_KINDS, KINDS, ROLES, SOURCES, PictureBytes, Record
+from crawler.items import CAPPED_KINDS, KINDS, ROLES, SOURCES, Done, PictureBytes, Record
 from crawler.urls import is_web_url
 from qualia.corpus import Corpus
 from qualia.errors import InvalidArgument, InvalidImage
@@ -30,6 +30,26 @@ from qualia.workspace import Workspace, check_profile_name
 log = logging.getLogger(__name__)
 
 SINK_ATTRIBUTE = "qualia_sink"
+
+
+def merge_data(known: dict[str, Any], seen: dict[str, Any], authoritative: bool) -> dict[str, Any]:
+    """What an item's ``data`` becomes when ``seen`` arrives on top of what is ``known``.
+
+    A missing or null field never erases a known value: a detail page may carry less than the listing
+    that led to it (a pin's detail without its ``board`` or ``pinner``), and sites drop fields without
+    notice. Where both have a value, an ``authoritative`` answer (the thing's own page) wins; a listing
+    only fills what is not known yet. Nested objects merge by the same rule, key by key.
+    """
+    merged = dict(known)
+    for key, value in seen.items():
+        old = merged.get(key)
+        if value is None:
+            continue
+        if isinstance(old, dict) and isinstance(value, dict):
+            merged[key] = merge_data(old, value, authoritative)
+        elif old is None or authoritative:
+            merged[key] = value
+    return merged
 
 
 class CorpusSink:
@@ -42,6 +62,10 @@ class CorpusSink:
         self.commit_every = max(1, commit_every)
         self.pending = 0
         self.stats: Counter[str] = Counter()
+        # A detail page's done mark waits one commit before it is written: by then every record read
+        # before it is stored, so a kill never leaves a page marked done whose records were lost.
+        self.marks_waiting: list[str] = []
+        self.marks_ready: list[str] = []
 
     @classmethod
     def from_settings(cls, settings: Any) -> CorpusSink:
@@ -55,9 +79,22 @@ class CorpusSink:
             settings.getint("QUALIA_COMMIT_EVERY", 100),
         )
 
-    @property
-    def full(self) -> bool:
-        return self.max_items is not None and self.stats["capped_items_new"] >= self.max_items
+    def full(self, source: str) -> bool:
+        """Whether ``source`` has stored its ``max_items`` new posts or pins (the cap is per source)."""
+        return self.max_items is not None and self.stats[f"capped_items_new:{source}"] >= self.max_items
+
+    def is_done(self, key: str) -> bool:
+        return self.corpus.is_done(key)
+
+    def has_item(self, item_id: str) -> bool:
+        return self.corpus.has_item(item_id)
+
+    def unfetched_image_urls(self, item_id: str) -> list[str]:
+        return self.corpus.unfetched_image_urls(item_id)
+
+    def mark_done(self, key: str) -> None:
+        self.corpus.mark_done(key)
+        self.tick()
 
     def has_image(self, url: str) -> bool:
         return self.corpus.has_image_url(url)
@@ -69,15 +106,13 @@ class CorpusSink:
         """Upsert ``record``; True if it is new, False if refreshed, None if refused (``max_items``)."""
         known = self.corpus.item_data(record.id)
         is_new = known is None
-        if is_new and record.kind in CAPPED_KINDS and self.full:
+        if is_new and record.kind in CAPPED_KINDS and self.full(record.source):
             return None
-        known = known or {}
+        data = merge_data(known or {}, record.data, record.complete)
         if is_new or record.complete:
-            data = {**known, **record.data}
             fields = {"title": record.title, "text": record.text, "url": record.url,
                       "published_at": record.published_at}
         else:  # a sighting in a listing only adds what is not known yet
-            data = {**record.data, **known}
             fields = {}
         self.corpus.upsert_item(record.id, source=record.source, kind=record.kind, degree=record.degree,
                                 data=data, via=record.via, **fields)
@@ -85,9 +120,11 @@ class CorpusSink:
             if not (is_new or record.complete) and self.corpus.has_image_ref(record.id, ref.url):
                 continue
             self.corpus.add_image_ref(record.id, ref.url, ref.role, ref.alt, ref.caption, ref.position, ref.context)
+        if record.complete:  # its own page was read: a later crawl need not ask for it again
+            self.marks_waiting.append(f"detail:{record.id}")
         self.stats["items_new" if is_new else "items_refreshed"] += 1
         if is_new and record.kind in CAPPED_KINDS:
-            self.stats["capped_items_new"] += 1
+            self.stats[f"capped_items_new:{record.source}"] += 1
         self.tick()
         return is_new
 
@@ -103,12 +140,15 @@ class CorpusSink:
         if self.pending >= self.commit_every:
             self.commit()
 
-    def commit(self) -> None:
+    def commit(self, final: bool = False) -> None:
+        for key in self.marks_ready + (self.marks_waiting if final else []):
+            self.corpus.mark_done(key)
+        self.marks_ready, self.marks_waiting = ([], []) if final else (self.marks_waiting, [])
         self.corpus.commit()
         self.pending = 0
 
     def close(self) -> None:
-        self.commit()
+        self.commit(final=True)
         self.corpus.close()
 
 
@@ -135,6 +175,8 @@ class ValidatePipeline:
         return cls(crawler)
 
     def process_item(self, item: Any) -> Any:
+        if isinstance(item, Done):
+            return item
         if isinstance(item, PictureBytes):
             if not is_web_url(item.url) or not item.body:
                 raise DropItem(f"empty or unaddressed picture from {item.url!r}")
@@ -163,6 +205,11 @@ class CorpusPipeline:
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
         self.sink = corpus_sink(crawler)
+        self.seen: set[str] = set()  # ids written by this crawler, so "qualia/items" counts each once
+        # Feeds read to their end are marked done only when the whole crawl of this source finished:
+        # a skipped feed hides what its items lead to, which a killed crawl may not have reached.
+        self.done: list[str] = []
+        crawler.signals.connect(self.spider_closed, signal=signals.spider_closed)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> CorpusPipeline:
@@ -170,19 +217,32 @@ class CorpusPipeline:
 
     def process_item(self, item: Any) -> Any:
         stats = self.crawler.stats
+        if isinstance(item, Done):
+            self.done.append(item.key)
+            return item
         if isinstance(item, PictureBytes):
             try:
                 self.sink.store_picture(item)
             except InvalidImage as e:
                 stats.inc_value("qualia/images_invalid")
-                raise DropItem(f"picture from {item.url} not stored: {e}") from e
+                raise DropItem(f"picture {item.url}: {e}") from e
             stats.inc_value("qualia/pictures")
             return item
         if self.sink.write(item) is None:
             stats.inc_value("qualia/items_refused_max_items")
             raise DropItem(f"{item.id} not stored: --max-items reached", log_level="DEBUG")
         stats.inc_value("qualia/records")
+        if item.id not in self.seen:
+            self.seen.add(item.id)
+            stats.inc_value("qualia/items")
         return item
 
     def close_spider(self) -> None:
         self.sink.commit()
+
+    def spider_closed(self, spider: Any, reason: str) -> None:
+        # a crawl capped by --max-items refused items its feeds listed: none of them is done
+        if reason == "finished" and self.sink.max_items is None:
+            for key in self.done:
+                self.sink.mark_done(key)
+            self.sink.commit()

@@ -26,7 +26,9 @@ AUTOTHROTTLE_START_DELAY = 1.0
 AUTOTHROTTLE_MAX_DELAY = 30.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 1.0
 CONCURRENT_REQUESTS = 32
-CONCURRENT_REQUESTS_PER_DOMAIN = 16
+# At most two requests in flight per site (crawler.run lifts this for --delay 0, a local mirror).
+CONCURRENT_REQUESTS_PER_DOMAIN = 2
+QUALIA_MIRROR_CONCURRENCY = 16
 DOWNLOAD_TIMEOUT = 30
 # Pipelines here are synchronous; Scrapy's default of 100 starts 100 tasks for every callback's output.
 CONCURRENT_ITEMS = 8
@@ -36,6 +38,21 @@ DOWNLOAD_MAXSIZE = _images.MAX_BYTES  # the corpus refuses larger pictures anywa
 RETRY_ENABLED = True
 RETRY_TIMES = 4
 RETRY_HTTP_CODES = [429, 500, 502, 503, 504, 522, 524, 408]
+# Scrapy's list without a host name that does not resolve: with no network that never heals, and
+# retrying it made a crawl without network take a minute to say nothing.
+RETRY_EXCEPTIONS = [
+    "scrapy.exceptions.DownloadConnectionRefusedError",
+    "scrapy.exceptions.DownloadFailedError",
+    "scrapy.exceptions.DownloadTimeoutError",
+    "scrapy.exceptions.ResponseDataLossError",
+    "twisted.internet.error.ConnectionDone",
+    "twisted.internet.error.ConnectError",
+    "twisted.internet.error.ConnectionLost",
+    OSError,
+]
+# Each request given up on is logged once, by the spider's errback (crawler.problems), not by Scrapy too.
+RETRY_GIVE_UP_LOG_LEVEL = "DEBUG"
+LOG_FORMATTER = "crawler.problems.QuietLogFormatter"
 QUALIA_RETRY_BACKOFF = 2.0
 QUALIA_RETRY_BACKOFF_MAX = 60.0
 

@@ -7,6 +7,9 @@ Tables
   image_refs  where an item shows an image: URL, role (cover, body, pin, carousel, story), alt, caption
   image_urls  URL -> content hash, so two URLs of one picture resolve to one stored file
   images      content-addressed files under ``<workspace>/images/<aa>/<sha256>.<ext>``
+  crawl_done  what a crawl has read to its end (a pin's detail, a board's whole feed): a later crawl
+              skips it, so a second crawl of an unchanged world asks for little. Written in the same
+              transactions as what was read, so a killed crawl never marks done what it did not store
 
 No torch here: the crawler writes through this module and must stay light.
 """
@@ -25,7 +28,7 @@ from typing import Any
 from qualia import images, workspace
 from qualia.errors import NotFound
 
-SCHEMA_VERSION = 2  # 2: image_refs.context (the text around a figure)
+SCHEMA_VERSION = 3  # 2: image_refs.context (the text around a figure); 3: crawl_done
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -74,6 +77,10 @@ CREATE TABLE IF NOT EXISTS images (
     width  INTEGER NOT NULL,
     height INTEGER NOT NULL,
     bytes  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS crawl_done (
+    key     TEXT PRIMARY KEY,
+    done_at REAL NOT NULL
 );
 """
 
@@ -273,6 +280,22 @@ class Corpus:
         if row is None:
             return None
         return json.loads(row[0]) if row[0] else {}
+
+    def mark_done(self, key: str) -> None:
+        """Record that a crawl read ``key`` (a page or a whole feed, named by the crawler) to its end."""
+        self.db.execute("INSERT OR REPLACE INTO crawl_done(key, done_at) VALUES (?,?)", (key, time.time()))
+
+    def is_done(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM crawl_done WHERE key=?", (key,)).fetchone() is not None
+
+    def has_item(self, item_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is not None
+
+    def unfetched_image_urls(self, item_id: str) -> list[str]:
+        """The pictures ``item_id`` shows that were never stored (their fetch failed or was cut off)."""
+        query = ("SELECT r.url FROM image_refs r LEFT JOIN image_urls u ON u.url = r.url"
+                 " WHERE r.item_id=? AND u.url IS NULL ORDER BY r.position")
+        return [row[0] for row in self.db.execute(query, (item_id,))]
 
     def has_image_ref(self, item_id: str, url: str) -> bool:
         query = "SELECT 1 FROM image_refs WHERE item_id=? AND url=?"

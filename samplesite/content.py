@@ -247,7 +247,10 @@ def _timestamp(start: datetime, steps_back: int, hours: int) -> datetime:
 class World:
     """The sample person and everything reachable from her, plus what lies one step too far."""
 
-    def __init__(self) -> None:
+    def __init__(self, scale: int = 1) -> None:
+        """``scale`` multiplies the posts, pins and related pins (1: the world the tests check against;
+        larger: a world for the crawl benchmark)."""
+        self.scale = max(1, int(scale))
         self.rng = random.Random(SEED)
         self.pictures: dict[str, Picture] = {}  # path -> picture
         self.publications: dict[int, Publication] = {}
@@ -276,6 +279,8 @@ class World:
         orig, small = f"{PINIMG}/originals/{tail}", f"{PINIMG}/236x/{tail}"
         self.pictures[orig] = pic
         self.pictures[small] = Picture(pic.style, pic.subject, pic.seed, pic.fmt, size=64)
+        # the size a data export's picture hashes are read at: always named .jpg, whatever the picture is
+        self.pictures[f"{PINIMG}/736x/{k[:2]}/{k[2:4]}/{k[4:6]}/{k}.jpg"] = pic
         return orig, small
 
     # -- substack ---------------------------------------------------------------------------
@@ -303,7 +308,7 @@ class World:
         for pub_id, name, sub, domain, authors, n_posts, recs in specs:
             pub = Publication(pub_id, name, sub, domain, authors, recommends=recs)
             writer = _Writer(rng, 0.95, 0.0) if pub_id == 2001 else _Writer(rng, 0.7, 0.15)
-            for k in range(n_posts):
+            for k in range(n_posts * self.scale):
                 cover = self._new_picture()
                 title = writer.title(cover.style, cover.subject)
                 paragraphs = writer.prose(cover.style, cover.subject, rng.randint(2, 4))
@@ -369,7 +374,7 @@ class World:
             url = f"/{self.pinterest_username}/{slug}/"
             style = name if name in STYLES else next((s for s in STYLES if name.startswith(s + " ")), None)
             subject = next((s for s in SUBJECTS if name.endswith(f"{s}s")), None)
-            n = 30 if b == 0 else rng.randint(5, 8)
+            n = (30 if b == 0 else rng.randint(5, 8)) * self.scale
             pins = []
             for _ in range(n):
                 pin_id = str(880000000000 + len(own))
@@ -388,7 +393,7 @@ class World:
             board = (str(base // 1000 + n), bname, f"/{pinner}/{slugify(bname)}/")
             return self._make_pin(str(base + n), others, pinner, board, _timestamp(start, n, 11))
 
-        pool = [other_pin(n, 770000000000) for n in range(120)]
+        pool = [other_pin(n, 770000000000) for n in range(120 * self.scale)]
         far = [other_pin(n, 660000000000) for n in range(30)]
         self.degree3_pin_ids = [p.id for p in far]
         for i, pin in enumerate(own):
@@ -462,14 +467,16 @@ class World:
             return [(f"pinterest:pin:{p}", "related", 1) for p in self.pins[key].related]
         return []
 
-    def reach(self, depth: int) -> tuple[dict[str, int], set[tuple[str, str, str]]]:
+    def reach(self, depth: int, sources: tuple[str, ...] = ("substack", "pinterest")
+              ) -> tuple[dict[str, int], set[tuple[str, str, str]]]:
         """Degrees of everything a complete crawl to ``depth`` stores, and the edges it records.
 
         A 0-1 breadth-first walk: listing a node's own content keeps its degree, following an
         association adds one. An edge is recorded when its source is expanded, which the crawler
         does only while the destination stays within ``depth``.
         """
-        roots = [f"substack:user:{self.person.handle}", f"pinterest:user:{self.pinterest_username}"]
+        roots = [root for root in (f"substack:user:{self.person.handle}", f"pinterest:user:{self.pinterest_username}")
+                 if root.split(":")[0] in sources]
         degree = {r: 0 for r in roots}
         queue = deque(roots)
         while queue:
@@ -494,8 +501,9 @@ class World:
             return pin.detail_image_urls() if degree == 1 else pin.grid_image_urls()
         return []
 
-    def expected_counts(self, depth: int = 2) -> dict[str, Any]:
-        degree, edges = self.reach(depth)
+    def expected_counts(self, depth: int = 2, sources: tuple[str, ...] = ("substack", "pinterest")) -> dict[str, Any]:
+        """What a complete crawl of ``sources`` to ``depth`` stores, in the keys of ``Corpus.counts``."""
+        degree, edges = self.reach(depth, sources)
         by_source = {"substack": 0, "pinterest": 0}
         by_degree: dict[str, int] = {}
         by_kind: dict[str, int] = {}

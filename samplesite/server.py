@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import io
 import json
 import logging
 import re
@@ -58,12 +59,43 @@ class HTTPError(Exception):
         self.message = message
 
 
+# How the site can misbehave (``SampleSite.fault_next``), each as the real sites and networks do:
+FAULT_KINDS = {
+    "status": "answer with an HTTP error status (429 with Retry-After, 5xx, 403, 404...)",
+    "corrupt": "200 with garbled bytes: broken JSON, or a picture that is not one",
+    "truncate": "200 with the first half of the answer, its length consistent (truncated JSON or picture)",
+    "cut": "announce the whole answer, send half of it, hang up (the connection drops mid-answer)",
+    "drop": "hang up without answering",
+    "html": "200 with an HTML error page where JSON was expected",
+    "oversize": "announce a picture of 64 MiB (over any sane download limit) and hang up",
+    "bomb": "a PNG of 20,000 x 20,000 pixels in a few hundred kilobytes (a decompression bomb)",
+}
+OVERSIZE_BYTES = 64 * 1024 * 1024
+ERROR_PAGE = (b"<!DOCTYPE html><html><head><title>Oops</title></head><body><h1>Something went wrong</h1>"
+              b"<p>We could not load this page. Please try again later.</p></body></html>")
+
+
 @dataclass
 class _Fault:
     pattern: str
     status: int
     remaining: int
-    corrupt: bool
+    kind: str = "status"
+    retry_after: str | None = None
+
+
+_BOMB: list[bytes] = []
+
+
+def bomb_png() -> bytes:
+    """A 20,000 x 20,000 one-bit PNG: small on the wire, 400 M pixels once decoded (made once, lazily)."""
+    if not _BOMB:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("1", (20_000, 20_000)).save(buffer, format="PNG", optimize=True)
+        _BOMB.append(buffer.getvalue())
+    return _BOMB[0]
 
 
 def _page_bookmark(offset: int) -> str:
@@ -87,16 +119,18 @@ def _page_offset(bookmarks: Any) -> int:
 class SampleSite:
     """The sample person's Substack and Pinterest on 127.0.0.1; a context manager."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, scale: int = 1) -> None:
         self.host = host
         self.port = port
-        self.world = World()
+        self.world = World(scale)
         self.substack_handle = self.world.person.handle
         self.pinterest_username = self.world.pinterest_username
         self.queries = ["quiet morning cup", "tidewater", "ember hour house", "paper moon bicycle", "static chair",
                         "greenhouse window"]
         self.latency = 0.0
         self.requests: list[str] = []
+        self.timeline: list[tuple[float, str]] = []  # (time.monotonic(), path) of each request
+        self.disallowed: list[str] = []  # robots.txt Disallow lines
         self.user_agents: set[str] = set()
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
@@ -156,8 +190,8 @@ class SampleSite:
             "QUALIA_PINTEREST_URL": self.pinterest_url,
         }
 
-    def expected_counts(self, depth: int = 2) -> dict[str, Any]:
-        return self.world.expected_counts(depth)
+    def expected_counts(self, depth: int = 2, sources: tuple[str, ...] = ("substack", "pinterest")) -> dict[str, Any]:
+        return self.world.expected_counts(depth, sources)
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -182,23 +216,39 @@ class SampleSite:
 
     # -- misbehaviour, for tests -----------------------------------------------------------
 
-    def fail_next(self, path_substring: str, status: int = 500, times: int = 1) -> None:
-        """Answer the next ``times`` requests whose path contains ``path_substring`` with ``status``."""
-        with self._lock:
-            self._faults.append(_Fault(path_substring, status, times, corrupt=False))
+    def fail_next(self, path_substring: str, status: int = 500, times: int = 1, retry_after: int | None = None) -> None:
+        """Answer the next ``times`` requests whose path contains ``path_substring`` with ``status``
+        (and a ``Retry-After`` of that many seconds; a 429 says 0 unless told)."""
+        after = str(retry_after) if retry_after is not None else ("0" if status == 429 else None)
+        self.fault_next(path_substring, "status", times, status=status, retry_after=after)
 
     def corrupt_next(self, path_substring: str, times: int = 1) -> None:
         """Answer the next ``times`` matching requests with 200 and broken bytes (bad JSON, bad image)."""
+        self.fault_next(path_substring, "corrupt", times)
+
+    def fault_next(self, path_substring: str, kind: str, times: int = 1, status: int = 200,
+                   retry_after: str | None = None) -> None:
+        """Misbehave on the next ``times`` requests whose path contains ``path_substring``, in one of
+        the ways of ``FAULT_KINDS``."""
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
         with self._lock:
-            self._faults.append(_Fault(path_substring, 200, times, corrupt=True))
+            self._faults.append(_Fault(path_substring, status, times, kind, retry_after))
+
+    def disallow(self, path_prefix: str) -> None:
+        """Make robots.txt disallow ``path_prefix`` to every user agent."""
+        with self._lock:
+            self.disallowed.append(path_prefix)
 
     def clear_faults(self) -> None:
         with self._lock:
             self._faults.clear()
+            self.disallowed.clear()
 
     def _take_fault(self, path: str, user_agent: str | None = None) -> _Fault | None:
         with self._lock:
             self.requests.append(path)
+            self.timeline.append((time.monotonic(), path))
             self.user_agents.add(user_agent or "")
             for fault in self._faults:
                 if fault.remaining > 0 and fault.pattern in path:
@@ -244,6 +294,10 @@ class SampleSite:
             data["body_html"] = self.body_html(post)
             if post.paid:
                 data["truncated_body_text"] = post.paragraphs[0]
+            if post.id % 4 == 1:
+                # As real detail answers do now and then: less than the listing said, ids as strings.
+                data.update(cover_image=None, publication_id=str(pub.id))
+                del data["canonical_url"]
         return data
 
     def body_html(self, post: Post) -> str:
@@ -293,6 +347,14 @@ class SampleSite:
                 for k, s in enumerate(pin.carousel)]}
         if detailed:
             data["closeup_unified_description"] = pin.closeup
+            # Real detail answers carry less than the listing that led to them: no board or pinner
+            # objects, or a board reduced to its id (a number here, a string elsewhere), no date.
+            if int(pin.id) % 3 == 0:
+                data["board"] = None
+                del data["pinner"]
+            elif int(pin.id) % 3 == 1:
+                data["board"] = {"id": int(pin.board_id)}
+                data["created_at"] = None
             if pin.story:
                 data["story_pin_data_id"] = f"s{pin.id}"
                 data["story_pin_data"] = {"page_count": len(pin.story), "pages": [
@@ -304,7 +366,9 @@ class SampleSite:
         return data
 
     def board_json(self, board: Board, detailed: bool) -> dict[str, Any]:
-        data = {"id": board.id, "name": board.name, "url": f"/{board.owner}/{board.slug}/",
+        # ids are strings in most answers and numbers in some
+        data = {"id": int(board.id) if int(board.id) % 2 else board.id, "name": board.name,
+                "url": f"/{board.owner}/{board.slug}/",
                 "description": board.description, "pin_count": len(board.pin_ids), "privacy": "public",
                 "type": "board", "owner": {"id": "4242", "username": board.owner, "full_name": self.world.person.name}}
         if detailed:
@@ -325,21 +389,37 @@ class _Handler(BaseHTTPRequestHandler):
         if site.latency:
             time.sleep(site.latency)
         fault = site._take_fault(self.path, self.headers.get("User-Agent"))
+        kind = fault.kind if fault else None
+        if kind == "drop":
+            self.close_connection = True  # hang up: the client never gets an answer
+            return
         try:
-            if fault and not fault.corrupt:
+            if kind == "status":
                 raise HTTPError(fault.status, f"injected failure {fault.status}")
             status, ctype, body = self.route()
         except HTTPError as e:
             status, ctype, body = self.error(e)
-        if fault and fault.corrupt:
+        if kind == "corrupt":
             body = b'{"broken": [1, 2' if "json" in ctype else b"\xff\xd8\xff\xe0 not really a picture" * 3
+        elif kind == "truncate":
+            body = body[: len(body) // 2]
+        elif kind == "html":
+            status, ctype, body = 200, "text/html; charset=utf-8", ERROR_PAGE
+        elif kind == "bomb":
+            status, ctype, body = 200, "image/png", bomb_png()
+        announced = OVERSIZE_BYTES if kind == "oversize" else len(body)
+        if kind == "cut":  # the length says the whole answer is coming
+            body = body[: len(body) // 2]
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        if status == 429:
-            self.send_header("Retry-After", "0")
+        self.send_header("Content-Length", str(announced))
+        if fault and fault.retry_after is not None:
+            self.send_header("Retry-After", fault.retry_after)
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(body[:65536] if kind == "oversize" else body)
+        if kind in ("cut", "oversize"):
+            self.wfile.flush()
+            self.close_connection = True
 
     def error(self, e: HTTPError) -> tuple[int, str, bytes]:
         if self.path.startswith(PINTEREST_ROOT + "/resource/"):
@@ -357,7 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = unquote(parts.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if path == "/robots.txt":
-            return 200, "text/plain", b"User-agent: *\nAllow: /\n"
+            rules = "".join(f"Disallow: {p}\n" for p in self.site.disallowed) or "Allow: /\n"
+            return 200, "text/plain", f"User-agent: *\n{rules}".encode()
         if path.startswith(PINVIDEO + "/"):
             return 200, "video/mp4", b"\x00\x00\x00\x18ftypmp42 sample video"
         data = self.site.picture_bytes(path)

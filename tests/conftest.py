@@ -5,6 +5,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,3 +79,20 @@ def service_client(service_home: Path):
     settings = ServiceSettings(home=service_home, max_body_bytes=MAX_SERVICE_BODY, max_image_pixels=MAX_SERVICE_PIXELS)
     with TestClient(create_app(settings)) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def served_sample_site() -> Iterator[Any]:
+    """The sample site, served for one test module."""
+    from samplesite import SampleSite
+
+    with SampleSite() as site:
+        yield site
+
+
+@pytest.fixture
+def site(served_sample_site: Any) -> Iterator[Any]:
+    """The module's sample site, with whatever faults a test switched on cleared after it (a module may
+    define its own ``site`` instead)."""
+    yield served_sample_site
+    served_sample_site.clear_faults()

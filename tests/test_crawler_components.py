@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from scrapy.utils.test import get_crawler
 from crawler.items import ImageRef, PictureBytes, Record
 from crawler.middlewares import BackoffRetryMiddleware, CorpusAwareRequests, DegreeAwareFingerprinter
 from crawler.pipelines import CorpusPipeline, CorpusSink, ValidatePipeline, corpus_sink
+from crawler.spiders.pinterest import PinterestSpider
 from qualia.errors import InvalidArgument
 from qualia.workspace import Workspace
 from tests.helpers import open_corpus, png
@@ -54,7 +56,7 @@ def test_corpus_pipeline_stores_records_and_pictures_and_drops_bad_bytes(tmp_pat
     pipeline.process_item(PictureBytes(PIN_URL, png((10, 200, 30))))
     with pytest.raises(DropItem, match="max-items"):
         pipeline.process_item(pin(2))
-    with pytest.raises(DropItem, match="not stored"):
+    with pytest.raises(DropItem, match="broken.png"):
         pipeline.process_item(PictureBytes("http://127.0.0.1:9/broken.png", b"\x89PNG broken"))
     pipeline.close_spider()
     assert crawler.stats.get_value("qualia/images_invalid") == 1
@@ -91,7 +93,9 @@ def test_crawls_attached_sink_is_shared_by_its_components(tmp_path: Path) -> Non
 
 def test_corpus_aware_requests_skip_stored_and_unshown_pictures(tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
-    crawler = crawler_for(ws, QUALIA_MAX_ITEMS=1)
+    crawler = get_crawler(PinterestSpider, {"QUALIA_WORKSPACE": str(ws.root), "QUALIA_PROFILE": "mara",
+                                            "QUALIA_MAX_ITEMS": 1})
+    crawler.spider = crawler._create_spider()
     middleware = CorpusAwareRequests.from_crawler(crawler)
     picture = Request(PIN_URL, meta={"qualia_image": PIN_URL})
     with pytest.raises(IgnoreRequest, match="no stored item shows"):
@@ -106,6 +110,9 @@ def test_corpus_aware_requests_skip_stored_and_unshown_pictures(tmp_path: Path) 
     with pytest.raises(IgnoreRequest, match="max-items"):
         middleware.process_request(Request("http://127.0.0.1:9/page", meta={"degree": 1}))
     assert middleware.process_request(Request("http://127.0.0.1:9/robots.txt")) is None
+    # the cap is per source: Substack still has room for its own posts
+    assert middleware.sink.full("pinterest") and not middleware.sink.full("substack")
+    assert middleware.sink.write(Record("substack:post:1", "substack", "post", 1, via=("substack:publication:1", "publishes")))
     middleware.sink.close()
 
 
@@ -134,3 +141,22 @@ def test_fingerprint_tells_degrees_apart() -> None:
     plain = fingerprinter.fingerprint(Request("http://127.0.0.1:9/p"))
     assert len({near, far, plain}) == 3
     assert near == fingerprinter.fingerprint(Request("http://127.0.0.1:9/p", meta={"degree": 1}))
+
+
+def test_polite_by_default_and_quick_on_a_local_mirror(tmp_path: Path) -> None:
+    from crawler.run import check_request, crawl_settings
+    from crawler.settings import PROJECT_URL
+
+    ws = Workspace(tmp_path)
+    polite = crawl_settings(ws, check_request("mara", ["mara"], [], 2, None, 1.0, None))
+    assert polite.getbool("ROBOTSTXT_OBEY") and polite.getbool("AUTOTHROTTLE_ENABLED")
+    assert polite.getfloat("DOWNLOAD_DELAY") == 1.0 and polite.getint("CONCURRENT_REQUESTS_PER_DOMAIN") <= 2
+    assert polite.get("USER_AGENT").startswith("qualia/") and PROJECT_URL in polite.get("USER_AGENT")
+    mirror = crawl_settings(ws, check_request("mara", ["mara"], [], 2, None, 0.0, None))
+    assert mirror.getfloat("DOWNLOAD_DELAY") == 0 and not mirror.getbool("AUTOTHROTTLE_ENABLED")
+    assert mirror.getint("CONCURRENT_REQUESTS_PER_DOMAIN") > 2 and mirror.getbool("ROBOTSTXT_OBEY")
+    from crawler.options import add_crawl_arguments
+
+    parser = argparse.ArgumentParser()
+    add_crawl_arguments(parser)
+    assert parser.parse_args([]).delay == 1.0  # the command line's default is the polite one

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from parsel import Selector
 from scrapy.http import Request, Response
 
 from crawler.items import ImageRef, Record
+from crawler.parsing import numeric_id, read_body
 from crawler.spiders import CorpusSpider
 from crawler.urls import api_url, is_web_url
 from qualia.text import join_lines
@@ -45,7 +45,7 @@ class SubstackSpider(CorpusSpider):
     async def start(self) -> AsyncIterator[Request]:
         for handle in self.names:
             url = api_url(self.root, f"api/v1/user/{quote(handle, safe='')}/public_profile")
-            yield Request(url, self.parse_profile, meta={"degree": 0, "handle": handle}, dont_filter=True)
+            yield self.get(url, self.parse_profile, meta={"degree": 0, "handle": handle}, dont_filter=True)
 
     # -- the person -------------------------------------------------------------------------
 
@@ -68,25 +68,26 @@ class SubstackSpider(CorpusSpider):
     # -- publications -----------------------------------------------------------------------
 
     def publication(self, pub: Any, degree: int, via: tuple[str, str]) -> Iterator[Record | Request]:
-        if not isinstance(pub, dict) or not isinstance(pub.get("id"), int):
-            self.logger.warning("skipping a publication without an id: %r", pub)
+        pub_id = numeric_id(pub.get("id")) if isinstance(pub, dict) else None
+        if pub_id is None:
+            self.logger.warning("skipping a publication without an id: %.200r", pub)
             return
         base = self.publication_base(pub)
         if base is None:
-            self.logger.warning("skipping publication %s: no usable subdomain", pub.get("id"))
+            self.logger.warning("skipping publication %s: no usable subdomain", pub_id)
             return
-        pub_id = pub["id"]
         node = f"substack:publication:{pub_id}"
         yield Record(node, "substack", "publication", degree, via=via, title=pub.get("name"), url=base,
-                     data={k: pub.get(k) for k in ("id", "name", "subdomain", "custom_domain")})
+                     data={"id": pub_id, **{k: pub.get(k) for k in ("name", "subdomain", "custom_domain")}})
         if not self.first_expansion(node, degree):
             return
         meta = {"degree": degree, "pub_id": pub_id, "base": base}
-        yield Request(self.archive_url(base, 0), self.parse_archive, meta={**meta, "offset": 0})
-        yield Request(api_url(base, "api/v1/publication/users/ranked", {"public": "true"}), self.parse_authors,
+        yield self.get(self.archive_url(base, 0), self.parse_archive,
+                       meta={**meta, "offset": 0, **self.once("archive", node, paged=True)})
+        yield self.get(api_url(base, "api/v1/publication/users/ranked", {"public": "true"}), self.parse_authors,
                       meta=meta)
         if degree < self.depth:
-            yield Request(api_url(base, f"api/v1/recommendations/from/{pub_id}"), self.parse_recommendations,
+            yield self.get(api_url(base, f"api/v1/recommendations/from/{pub_id}"), self.parse_recommendations,
                           meta=meta)
 
     def archive_url(self, base: str, offset: int) -> str:
@@ -97,14 +98,21 @@ class SubstackSpider(CorpusSpider):
         if posts is None:
             return
         meta = response.meta
+        listed = []
         for post in posts:
             if isinstance(post, dict):
-                yield from self.post(post, meta, complete=False)
+                for out in self.post(post, meta, complete=False):
+                    if isinstance(out, Record) and out.kind == "post":
+                        listed.append(out.id)
+                    yield out
         # A page shorter than asked for is the last one (an empty page too).
         if len(posts) >= self.archive_page:
             offset = meta["offset"] + len(posts)
-            yield Request(self.archive_url(meta["base"], offset), self.parse_archive,
-                          meta={"degree": meta["degree"], "pub_id": meta["pub_id"], "base": meta["base"], "offset": offset})
+            yield self.get(self.archive_url(meta["base"], offset), self.parse_archive,
+                           meta={"degree": meta["degree"], "pub_id": meta["pub_id"], "base": meta["base"],
+                                 "offset": offset, **self.next_meta(response, listed)})
+        else:
+            yield from self.ended(response)
 
     def parse_recommendations(self, response: Response) -> Iterator[Record | Request]:
         recs = self.load_json(response, list)
@@ -127,23 +135,27 @@ class SubstackSpider(CorpusSpider):
     # -- posts ------------------------------------------------------------------------------
 
     def post(self, post: dict[str, Any], meta: dict[str, Any], complete: bool) -> Iterator[Record | Request]:
-        if not isinstance(post.get("id"), int):
+        post_id = numeric_id(post.get("id"))
+        if post_id is None:
             self.logger.warning("skipping a post without an id in %s", meta["base"])
             return
         degree = meta["degree"]
-        paywalled = post.get("audience") == "only_paid"
+        # unknown (None) when the answer does not say: the merge then keeps what the listing said
+        audience = post.get("audience") if isinstance(post.get("audience"), str) else None
+        paywalled = None if audience is None else audience == "only_paid"
         images = []
         if is_web_url(post.get("cover_image")):
             images.append(ImageRef(post["cover_image"], "cover", position=0))
         body_text = None
         if complete and isinstance(post.get("body_html"), str):
-            body_text, figures = self.read_body(post["body_html"])
+            body_text, figures = read_body(post["body_html"])
             images += [ImageRef(url, "body", alt, caption, position=i + 1, context=context)
                        for i, (url, alt, caption, context) in enumerate(figures)]
-        data = {k: post.get(k) for k in ("id", "slug", "subtitle", "audience", "publication_id", "canonical_url")}
-        data.update(paywalled=paywalled, truncated=paywalled and complete)
+        data = {k: post.get(k) for k in ("slug", "subtitle", "audience", "canonical_url")}
+        data.update(id=post_id, publication_id=numeric_id(post.get("publication_id")), paywalled=paywalled,
+                    truncated=paywalled and complete if paywalled is not None else None)
         record = Record(
-            f"substack:post:{post['id']}", "substack", "post", degree,
+            f"substack:post:{post_id}", "substack", "post", degree,
             via=(f"substack:publication:{meta['pub_id']}", "publishes"), title=post.get("title"),
             text=join_lines(post.get("subtitle"), body_text),
             url=post["canonical_url"] if is_web_url(post.get("canonical_url")) else None,
@@ -152,30 +164,12 @@ class SubstackSpider(CorpusSpider):
         yield from self.with_pictures(record)
         slug = post.get("slug")
         if not complete and isinstance(slug, str) and SLUG.fullmatch(slug):
-            yield Request(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
-                          meta={k: meta[k] for k in ("degree", "pub_id", "base")})
+            yield self.get(api_url(meta["base"], f"api/v1/posts/{slug}"), self.parse_post,
+                           meta={**{k: meta[k] for k in ("degree", "pub_id", "base")},
+                                 "qualia_done": f"detail:{record.id}"})
 
     def parse_post(self, response: Response) -> Iterator[Record | Request]:
         post = self.load_json(response, dict)
         if post is not None:
             yield from self.post(post, response.meta, complete=True)
 
-    def read_body(self, body_html: str) -> tuple[str | None, list[tuple[str, str | None, str | None, str | None]]]:
-        """Plain text of a post body, and its images as (src, alt, figcaption, the paragraphs just before
-        and after the figure)."""
-        sel = Selector(text=f"<html><body>{body_html}</body></html>")
-        text = join_lines(" ".join(sel.xpath(
-            "//body//text()[not(ancestor::figure) and not(ancestor::script) and not(ancestor::style)]").getall()))
-        figures: dict[str, tuple[str, str | None, str | None, str | None]] = {}
-        for img in sel.css("img"):
-            src = img.attrib.get("src")
-            if not is_web_url(src) or src in figures:
-                continue
-            caption = join_lines(" ".join(img.xpath("ancestor::figure[1]//figcaption//text()").getall()))
-            # the block the figure sits in (Substack wraps it in a div); its neighbours are the post's paragraphs
-            block = (img.xpath("ancestor::div[contains(@class, 'captioned-image-container')][1]")
-                     or img.xpath("ancestor::figure[1]") or [img])[-1]
-            before = " ".join(block.xpath("preceding-sibling::p[1]//text()").getall())
-            after = " ".join(block.xpath("following-sibling::p[1]//text()").getall())
-            figures[src] = (src, join_lines(img.attrib.get("alt")), caption, join_lines(before, after))
-        return text, list(figures.values())

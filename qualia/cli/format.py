@@ -34,6 +34,18 @@ def format_counts(counts: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_losses(sources: dict[str, Any]) -> str:
+    """One line per source that lost something in a crawl: what it kept, what it lost, and why."""
+    lines = []
+    for name, s in sources.items():
+        if not s["failures"]:
+            continue
+        why = ", ".join(f"{words} x{n}" for words, n in sorted(s["failures"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"{name}: kept {s['items']} items and {s['pictures']} pictures; lost {s['pages_lost']} pages "
+                     f"and {s['pictures_lost']} pictures ({why})")
+    return "\n".join(lines)
+
+
 MIXED_LABELS = (("as is", "mixed"), ("centered", "mixed_centered"), ("calibrated", "mixed_calibrated"),
                 ("both", "mixed_centered_calibrated"))
 

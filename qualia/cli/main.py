@@ -24,10 +24,11 @@ from typing import Any
 
 from crawler.options import add_crawl_arguments
 from qualia import __version__
-from qualia.cli.format import emit, format_counts, format_eval, format_results
+from qualia.cli.format import emit, format_counts, format_eval, format_losses, format_results
 from qualia.config import PRECISIONS, TINY_BACKBONE, PretrainSettings, TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
 from qualia.housekeeping import DEFAULT_KEEP, collect
+from qualia.logs import configure as configure_logging
 from qualia.workspace import Workspace, check_profile_name
 
 log = logging.getLogger("qualia")
@@ -66,7 +67,38 @@ def cmd_crawl(ws: Workspace, args: argparse.Namespace) -> int:
         urls=urls,
     )
     counts = corpus_counts(ws, args.profile)
+    losses = format_losses(stats["sources"])
+    if losses:  # a partial failure is still a success: said, and exit 0
+        sys.stderr.write(losses + "\n")
     emit({"crawl": stats, "corpus": counts}, args.json, format_counts(counts))
+    return 0
+
+
+def cmd_import(ws: Workspace, args: argparse.Namespace) -> int:
+    from crawler.exports import read_folder, read_pinterest_export, read_substack_export
+    from crawler.run import import_export, import_folder
+
+    if args.folder is not None:
+        read, files = read_folder(Path(args.folder).expanduser(), args.profile)
+        stats = import_folder(ws, args.profile, read, files)
+    else:
+        if args.substack_export is not None:
+            read = read_substack_export(Path(args.substack_export).expanduser())
+        else:
+            base = os.environ.get("QUALIA_PINIMG_URL") or "https://i.pinimg.com"
+            if not base.startswith(("http://", "https://")):
+                raise InvalidArgument(f"QUALIA_PINIMG_URL must be an http(s) URL: {base[:200]!r}")
+            read = read_pinterest_export(Path(args.pinterest_export).expanduser(), base)
+        stats = import_export(ws, args.profile, read, delay=args.delay, progress=_progress())
+    counts = corpus_counts(ws, args.profile)
+    losses = format_losses(stats["sources"])
+    if losses:
+        sys.stderr.write(losses + "\n")
+    held = stats["import"]
+    human = (f"imported {held['format']}: {', '.join(f'{n} {k}s' for k, n in held['read'].items()) or 'nothing'}"
+             f" ({stats['items_new']} new, {stats['images_stored']} pictures stored)"
+             + "".join(f"; {why}: {n}" for why, n in held["skipped"].items()))
+    emit({"crawl": stats, "corpus": counts}, args.json, human + "\n" + format_counts(counts))
     return 0
 
 
@@ -344,6 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(sub, "crawl", cmd_crawl, "crawl Substack and/or Pinterest into the profile's corpus")
     add_crawl_arguments(sp)
 
+    sp = command(sub, "import", cmd_import, "add your own data export (or a folder of pictures) to the profile's corpus")
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--substack-export", metavar="PATH", help="a Substack writer's export: the ZIP or its folder")
+    what.add_argument("--pinterest-export", metavar="PATH",
+                      help="Pinterest's \"Request your data\" HTML file (pictures come from QUALIA_PINIMG_URL)")
+    what.add_argument("--folder", metavar="DIR",
+                      help="pictures with captions in a same-name .txt, or in captions.csv / captions.jsonl")
+    sp.add_argument("--delay", type=float, default=1.0, metavar="SECONDS",
+                    help="polite delay between picture downloads from one site, 0 for a local mirror")
+
     command(sub, "corpus", cmd_corpus, "show what the profile's corpus holds")
 
     sp = command(sub, "train", cmd_train, "train a new LoRA adapter version on the profile's corpus")
@@ -453,11 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_usage(parser, args)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(logging.INFO if args.verbose else logging.WARNING, debug=bool(os.environ.get("QUALIA_DEBUG")))
     ws = Workspace.at(os.environ.get("QUALIA_HOME"))
     try:
         if getattr(args, "profile", None) is not None:
