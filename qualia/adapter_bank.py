@@ -29,6 +29,7 @@ import logging
 import math
 import re
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,10 +63,23 @@ class LowRank:
         tensors += [t for t in (self.token_ids, self.token_rows) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def weights(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """parameter name -> W + scale * B @ A, for one batch."""
+    def weights(self, model: torch.nn.Module, image_tower: bool) -> dict[str, torch.Tensor]:
+        """parameter name -> W + scale * B @ A of one tower's changed weights. The last adapter's are
+        kept (one slot, process-wide): consecutive batches of one profile form them once, and memory
+        holds one tower's worth, not one per profile."""
+        with _last_lock:
+            if _last.get("of") is not None and _last["of"]() is self and _last["key"] == (model, image_tower):
+                return _last["weights"]
         params = dict(model.named_parameters())
-        return {name: params[name] + scale * (b @ a) for name, (a, b, scale) in self.pairs.items()}
+        formed = {name: params[name] + scale * (b @ a) for name, (a, b, scale) in self.pairs.items()
+                  if name.startswith("visual.") == image_tower}  # fmt: skip
+        with _last_lock:
+            _last.update({"of": weakref.ref(self), "key": (model, image_tower), "weights": formed})
+        return formed
+
+
+_last: dict = {}  # the last formed weights: {"of": weakref to the LowRank, "key": (model, tower), "weights"}
+_last_lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=1)

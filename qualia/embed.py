@@ -71,7 +71,8 @@ class Encoder:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode(), swapped(self.model, self.low_rank.weights(self.model) if self.low_rank else {}):
+            weights = self.low_rank.weights(self.model, image_tower=what == "pictures") if self.low_rank else {}
+            with torch.inference_mode(), swapped(self.model, weights):
                 for batch in bar(batches, enabled=self.progress and len(batches) > 1, desc=f"{self.name} {what}".strip(),
                                  leave=False):  # fmt: skip
                     batch = batch.to(self.device)

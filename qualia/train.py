@@ -515,6 +515,7 @@ def _epochs(
             break
         run.model.train()
         losses = []
+        started = time.monotonic()
         for i, batch in enumerate(_batches(n_train, settings.batch_size, settings.seed, epoch)):
             if settings.generic_replay:
                 generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch * 1009 + i)
@@ -536,6 +537,7 @@ def _epochs(
             "val_loss": _mean_loss(run.model, material.val_data, settings.batch_size, run.scale, device),
             **_validation_recall(run, material, backbone),
         }
+        record["seconds"] = round(time.monotonic() - started, 2)  # steps and validation: what one more epoch costs
         run.history.append(record)
         best = next((r for r in run.history if r["epoch"] == run.best_epoch), None)
         if best is None or _score(record) > _score(best):
