@@ -51,7 +51,8 @@ def _index(vectors: np.ndarray, n_images: int, threshold: int) -> ProfileIndex:
     index, kind = new_faiss_index(vectors, threshold)
     manifest = {"dim": vectors.shape[1], "count": len(vectors), **kind,
                 "rows": {"image": [0, n_images], "text": [n_images, len(vectors)]}}  # fmt: skip
-    rows = [{"id": str(i), "modality": "image" if i < n_images else "text"} for i in range(len(vectors))]
+    rows = [{"id": str(i), "modality": "image" if i < n_images else "text", "text": None, "image_url": None,
+             "source": None, "source_url": None, "degree": None} for i in range(len(vectors))]
     return ProfileIndex(Path("benchmark"), manifest, index, rows)
 
 
