@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 
 from _report import emit, machine
-from crawler.run import crawl
+from _sample import sample_person
 from qualia.config import TINY_BACKBONE, TrainSettings
 from qualia.corpus import Corpus
 from qualia.index import index_profile
@@ -40,7 +40,6 @@ from qualia.pairs import corpus_pairs
 from qualia.search import ProfileSearcher, query_words
 from qualia.train import train_profile
 from qualia.workspace import Workspace
-from samplesite import SampleSite
 
 PROFILE = "persona"
 
@@ -148,10 +147,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ws = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-load-"))
-    if not ws.corpus_path(PROFILE).is_file():
-        with SampleSite() as site:
-            crawl(ws, PROFILE, substack=[site.substack_handle], pinterest=[site.pinterest_username],
-                  depth=2, delay=0.0, progress=False, urls=site.env())
+    sample_person(ws, PROFILE)
     if ws.latest_index(PROFILE) is None:
         adapter = train_profile(ws, PROFILE, TrainSettings(backbone=TINY_BACKBONE))
         index_profile(ws, PROFILE, adapter.name)

@@ -32,7 +32,7 @@ import httpx
 import torch
 
 from _report import emit, machine
-from crawler.run import crawl
+from _sample import sample_person
 from qualia import workspace
 from qualia.backbone import load_backbone
 from qualia.config import TrainSettings
@@ -43,7 +43,6 @@ from qualia.lora import adapter_identity, attach_lora, save_adapter
 from qualia.pairs import corpus_pairs
 from qualia.towers import depths
 from qualia.workspace import Workspace
-from samplesite import SampleSite
 
 SOURCE = "persona"
 
@@ -155,10 +154,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     source = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-memory-src-"))
-    if not source.corpus_path(SOURCE).is_file():
-        with SampleSite() as site:
-            crawl(source, SOURCE, substack=[site.substack_handle], pinterest=[site.pinterest_username],
-                  depth=2, delay=0.0, progress=False, urls=site.env())
+    sample_person(source, SOURCE)
     ws = Workspace.at(tempfile.mkdtemp(prefix="qualia-memory-"))
     try:
         profiles = build(ws, source, args.backbone, args.pretrained, args.profiles)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from _report import emit, machine
-from crawler.run import crawl
+from _sample import sample_person
 from qualia.backbone import load_backbone
 from qualia.towers import text_length
 from qualia.config import TINY_BACKBONE
@@ -28,14 +28,10 @@ from qualia.corpus import Corpus
 from qualia.embed import Encoder
 from qualia.pairs import corpus_pairs
 from qualia.workspace import Workspace
-from samplesite import SampleSite
 
 
 def _texts(ws: Workspace, profile: str) -> list[str]:
-    if not ws.corpus_path(profile).is_file():
-        with SampleSite() as site:
-            crawl(ws, profile, substack=[site.substack_handle], pinterest=[site.pinterest_username],
-                  depth=2, delay=0.0, progress=False, urls=site.env())
+    sample_person(ws, profile)
     with Corpus.open(ws, profile, readonly=True) as corpus:
         return list(dict.fromkeys(p.text for p in corpus_pairs(corpus)))
 

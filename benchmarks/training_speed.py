@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from _report import emit, machine
-from crawler.run import crawl
+from _sample import sample_person
 from qualia.backbone import load_backbone
 from qualia.config import TINY_BACKBONE, TrainSettings
 from qualia.corpus import Corpus
@@ -40,7 +40,6 @@ from qualia.embed import open_image
 from qualia.index import _image_rows, _text_rows, index_profile
 from qualia.train import train_profile
 from qualia.workspace import Workspace
-from samplesite import SampleSite
 
 PROFILE = "persona"
 
@@ -86,10 +85,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ws = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-speed-"))
-    if not ws.corpus_path(PROFILE).is_file():
-        with SampleSite() as site:
-            crawl(ws, PROFILE, substack=[site.substack_handle], pinterest=[site.pinterest_username],
-                  depth=2, delay=0.0, progress=False, urls=site.env())
+    sample_person(ws, PROFILE)
     common = {"backbone": args.backbone, "pretrained": args.pretrained,
               **({"epochs": args.epochs} if args.epochs else {})}
     extra = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}

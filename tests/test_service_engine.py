@@ -57,39 +57,29 @@ def picture_server() -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture(scope="module")
-def home(service_home: Path) -> Path:
-    return service_home
-
-
-@pytest.fixture(scope="module")
-def client(service_client: TestClient) -> TestClient:
-    return service_client
-
-
 def _client(home: Path, **settings) -> TestClient:
     return TestClient(create_app(ServiceSettings(home=home, preload=False, **settings)))
 
 
-def test_more_like_this_by_id_and_links_to_the_services_own_pictures(client: TestClient, home: Path) -> None:
+def test_more_like_this_by_id_and_links_to_the_services_own_pictures(service_client: TestClient, service_home: Path) -> None:
     search = f"/v1/profiles/{PROFILE}/search"
-    first = client.post(search, json={"text": "a rock pool", "k": 5, "modality": "image"}).json()["results"][0]
+    first = service_client.post(search, json={"text": "a rock pool", "k": 5, "modality": "image"}).json()["results"][0]
     assert first["image"] == f"/v1/profiles/{PROFILE}/images/{first['id']}"
-    assert client.get(first["image"]).status_code == 200
-    like = client.post(search, json={"id": first["id"], "k": 4}).json()["results"]
+    assert service_client.get(first["image"]).status_code == 200
+    like = service_client.post(search, json={"id": first["id"], "k": 4}).json()["results"]
     assert len(like) == 4 and first["id"] not in {r["id"] for r in like}
-    texts = client.post(search, json={"id": first["id"], "k": 3, "modality": "text"}).json()["results"]
+    texts = service_client.post(search, json={"id": first["id"], "k": 3, "modality": "text"}).json()["results"]
     assert {r["modality"] for r in texts} == {"text"}
     described = [r for r in texts if r["image"]]  # a text that describes a picture links to it
-    assert all(client.get(r["image"]).status_code == 200 for r in described)
-    missing = client.post(search, json={"id": "img-" + "0" * 64})
+    assert all(service_client.get(r["image"]).status_code == 200 for r in described)
+    missing = service_client.post(search, json={"id": "img-" + "0" * 64})
     assert missing.status_code == 404 and "no 'img-" in missing.json()["detail"]
-    both = client.post(search, json={"id": first["id"], "text": "fog"})
+    both = service_client.post(search, json={"id": first["id"], "text": "fog"})
     assert both.status_code == 422
 
 
-def test_image_url_from_a_listed_host_searches_like_the_bytes(home: Path, picture_server: str) -> None:
-    with _client(home, image_hosts="127.0.0.1") as c:
+def test_image_url_from_a_listed_host_searches_like_the_bytes(service_home: Path, picture_server: str) -> None:
+    with _client(service_home, image_hosts="127.0.0.1") as c:
         search = f"/v1/profiles/{PROFILE}/search"
         by_url = c.post(search, json={"image_url": f"{picture_server}/pic", "k": 3}).json()["results"]
         by_bytes = c.post(search, json={"image_base64": base64.b64encode(QUERY_PICTURE).decode(), "k": 3}).json()["results"]
@@ -106,64 +96,64 @@ def test_image_url_from_a_listed_host_searches_like_the_bytes(home: Path, pictur
     ("127.0.0.1", "/slow", 408, "too long"),
     ("127.0.0.1", "/missing", 400, "HTTP 404"),
 ])  # fmt: skip
-def test_image_url_refusals_are_4xx_with_a_reason(home: Path, picture_server: str, hosts: str, path: str,
+def test_image_url_refusals_are_4xx_with_a_reason(service_home: Path, picture_server: str, hosts: str, path: str,
                                                   status: int, reason: str) -> None:  # fmt: skip
-    with _client(home, image_hosts=hosts, max_image_bytes=200_000, image_fetch_timeout=1.0) as c:
+    with _client(service_home, image_hosts=hosts, max_image_bytes=200_000, image_fetch_timeout=1.0) as c:
         r = c.post(f"/v1/profiles/{PROFILE}/search", json={"image_url": picture_server + path})
     assert r.status_code == status and reason in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/pic", "file:///etc/passwd", "http://[::1]:9/", "not a url",
                                  "http://169.254.169.254/latest/meta-data/"])  # fmt: skip
-def test_image_url_of_other_schemes_or_inner_addresses_is_refused(home: Path, url: str) -> None:
-    with _client(home) as c:
+def test_image_url_of_other_schemes_or_inner_addresses_is_refused(service_home: Path, url: str) -> None:
+    with _client(service_home) as c:
         r = c.post(f"/v1/profiles/{PROFILE}/search", json={"image_url": url})
     assert r.status_code in (400, 403) and r.json()["detail"], r.text
 
 
-def test_clip_retrieval_client_and_front_end_requests(client: TestClient, home: Path) -> None:
-    assert client.get("/indices-list").json() == [PROFILE]
+def test_clip_retrieval_client_and_front_end_requests(service_client: TestClient, service_home: Path) -> None:
+    assert service_client.get("/indices-list").json() == [PROFILE]
     # ClipClient: JSON without a Content-Type, every field present, the unused ones null
     client_body = {"text": "a rock pool", "image": None, "image_url": None, "embedding_input": None,
                    "deduplicate": True, "use_safety_model": True, "use_violence_detector": True,
                    "indice_name": PROFILE, "use_mclip": False, "aesthetic_score": 9, "aesthetic_weight": 0.5,
                    "modality": "image", "num_images": 5, "num_result_ids": 5}  # fmt: skip
-    r = client.post("/knn-service", content=json.dumps(client_body).encode(), headers={"content-type": ""})
+    r = service_client.post("/knn-service", content=json.dumps(client_body).encode(), headers={"content-type": ""})
     assert r.status_code == 200, r.text
     results = r.json()
     assert len(results) == 5 and all(isinstance(x["id"], int) and x["id"] < 2**53 for x in results)
     assert all(x["modality"] == "image" and x["url"].startswith("http://testserver/v1/profiles/") for x in results)
     assert [x["similarity"] for x in results] == sorted((x["similarity"] for x in results), reverse=True)
-    ours = client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "a rock pool", "k": 5, "modality": "image"})
+    ours = service_client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "a rock pool", "k": 5, "modality": "image"})
     assert [x["qualia_id"] for x in results] == [x["id"] for x in ours.json()["results"]]
 
     # the front end: numbers as strings, a picture as base64, then /metadata for the ids it shows
-    _, data = stored_picture(home, SHARED_FIRST_URL)
+    _, data = stored_picture(service_home, SHARED_FIRST_URL)
     front = {"image": base64.b64encode(data).decode(), "modality": "text", "num_images": "3", "num_result_ids": "30",
              "indice_name": PROFILE, "aesthetic_score": "", "aesthetic_weight": ""}  # fmt: skip
-    texts = client.post("/knn-service", json=front).json()
+    texts = service_client.post("/knn-service", json=front).json()
     assert len(texts) == 3 and {x["modality"] for x in texts} == {"text"}
-    meta = client.post("/metadata", json={"ids": [texts[0]["id"], 12345], "indice_name": PROFILE}).json()
+    meta = service_client.post("/metadata", json={"ids": [texts[0]["id"], 12345], "indice_name": PROFILE}).json()
     assert meta[0]["id"] == texts[0]["id"] and meta[0]["metadata"]["caption"] == texts[0]["caption"]
     assert meta[1] == {"id": 12345, "metadata": None}
 
-    vector = client.post("/knn-service", json={"embedding_input": [1.0] + [0.0] * 127, "indice_name": PROFILE,
+    vector = service_client.post("/knn-service", json={"embedding_input": [1.0] + [0.0] * 127, "indice_name": PROFILE,
                                                "modality": "image", "num_images": 2})  # fmt: skip
     assert vector.status_code == 200 and len(vector.json()) == 2
 
     for bad, status in (({**client_body, "indice_name": "nobody"}, 404), ({**client_body, "num_images": "many"}, 422),
                         ({**client_body, "modality": "video"}, 422), ({"indice_name": PROFILE}, 422),
                         ({**client_body, "text": None, "embedding_input": [1, 2]}, 422)):  # fmt: skip
-        r = client.post("/knn-service", json=bad)
+        r = service_client.post("/knn-service", json=bad)
         assert r.status_code == status and r.json()["detail"], (bad, r.text)
-    assert client.post("/knn-service", content=b"[1, 2").status_code == 400
+    assert service_client.post("/knn-service", content=b"[1, 2").status_code == 400
 
 
-def test_metrics_count_requests_by_endpoint_and_status(client: TestClient) -> None:
-    client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "fog"})
-    client.post(f"/v1/profiles/{PROFILE}/search", json={"k": 3})
-    client.get("/no/such/path")
-    text = client.get("/metrics").text
+def test_metrics_count_requests_by_endpoint_and_status(service_client: TestClient) -> None:
+    service_client.post(f"/v1/profiles/{PROFILE}/search", json={"text": "fog"})
+    service_client.post(f"/v1/profiles/{PROFILE}/search", json={"k": 3})
+    service_client.get("/no/such/path")
+    text = service_client.get("/metrics").text
     assert 'qualia_http_requests_total{endpoint="/v1/profiles/{profile}/search",method="POST",status="200"}' in text
     assert 'qualia_http_requests_total{endpoint="/v1/profiles/{profile}/search",method="POST",status="422"}' in text
     assert 'endpoint="unmatched"' in text and "/no/such/path" not in text
