@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from qualia import workspace
 
 from service.deps import ResourcesDep, ScopeDep, SettingsDep, WorkspaceDep, answers, key_scope
-from service.routers.search import _decode_base64, _fetch, query_vector, with_image_link
+from service.queries import decode_base64, fetch_query_picture, query_vector, with_image_link
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[Depends(key_scope)], responses=answers(401, 503))
 _NUMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index version -> {numeric id: row}
@@ -108,11 +108,11 @@ async def knn_service(request: Request, ws: WorkspaceDep, scope: ScopeDep, setti
         if image not in (None, ""):
             if not isinstance(image, str):
                 raise HTTPException(422, detail="image must be a base64 string")
-            data = _decode_base64(image, settings)
+            data = decode_base64(image, settings)
         else:
             if not isinstance(image_url, str):
                 raise HTTPException(422, detail="image_url must be a string")
-            data = await run_in_threadpool(_fetch, image_url, searcher, settings)
+            data = await run_in_threadpool(fetch_query_picture, image_url, searcher, settings)
         vector, query_modality = await query_vector(resources, encoder, settings, None, data)
     elif embedding is not None:
         vector, query_modality = _embedding(embedding, searcher.index.dim), None

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import time
 from typing import Any, Literal
 
@@ -14,12 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from qualia.search import decode_image, query_words
-
-from service.fetch import FetchRefused, fetch_picture
 from qualia.text import MAX_QUERY_CHARS
 
 from service.deps import ProfileDep, ResourcesDep, SettingsDep, answers, key_scope
+from service.queries import decode_base64, fetch_query_picture, query_vector, with_image_link
 
 router = APIRouter(prefix="/v1/profiles", tags=["search"], dependencies=[Depends(key_scope)],
                    responses=answers(401, 503))
@@ -76,16 +71,6 @@ def _invalid(e: ValidationError, where: str) -> RequestValidationError:
     return RequestValidationError([{**err, "loc": (where, *err["loc"])} for err in errors])
 
 
-def _decode_base64(value: str, settings) -> bytes:
-    # base64 is 4/3 the size of the bytes: refuse early, before decoding a huge string
-    if len(value) > settings.max_image_bytes * 4 // 3 + 4:
-        raise HTTPException(413, detail=f"image is over the {settings.max_image_bytes}-byte limit")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as e:
-        raise HTTPException(400, detail=f"image_base64 is not valid base64: {e}") from e
-
-
 async def _parse_form(form: FormData, settings) -> tuple[SearchOptions, str | None, bytes | None]:
     upload = form.get("image")
     fields: dict[str, Any] = {name: value for name, value in form.multi_items() if name not in ("image", "text")}
@@ -122,7 +107,7 @@ async def _parse(request: Request, settings) -> tuple[SearchOptions, str | None,
             body = SearchRequest.model_validate_json(await request.body())
         except ValidationError as e:
             raise _invalid(e, "body") from e
-        data = _decode_base64(body.image_base64, settings) if body.image_base64 is not None else None
+        data = decode_base64(body.image_base64, settings) if body.image_base64 is not None else None
         return body, body.text, data, body
     raise HTTPException(415, detail="send application/json or multipart/form-data")
 
@@ -159,7 +144,7 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
         results = await run_in_threadpool(searcher.search_like, body.id, k, options.modality)
     else:
         if body is not None and body.image_url is not None:
-            image_bytes = await run_in_threadpool(_fetch, body.image_url, searcher, settings)
+            image_bytes = await run_in_threadpool(fetch_query_picture, body.image_url, searcher, settings)
         vector, query_modality = await query_vector(resources, encoder, settings, text, image_bytes)
         results = await run_in_threadpool(searcher.search_vector, vector, query_modality, k, options.modality)
     return {
@@ -168,28 +153,3 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
         "index": searcher.index_version,
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
     }
-
-
-async def query_vector(resources, encoder, settings, text: str | None, image_bytes: bytes | None) -> tuple[Any, str]:
-    """(the query's unit vector, its modality): words or picture bytes through the batching worker;
-    decoding and preprocessing a few at a time (``picture_pool``), so what waits for the worker is small."""
-    if image_bytes is None:
-        return await resources.worker.encode(encoder, "text", query_words(text)), "text"
-    pixels = await asyncio.get_running_loop().run_in_executor(
-        resources.picture_pool, lambda: encoder.backbone.preprocess(
-            decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)))  # fmt: skip
-    return await resources.worker.encode(encoder, "pixels", pixels), "image"
-
-
-def _fetch(url: str, searcher, settings) -> bytes:
-    try:
-        return fetch_picture(url, searcher.index.source_hosts, settings.image_host_list, settings.max_image_bytes,
-                             settings.image_fetch_timeout)  # fmt: skip
-    except FetchRefused as e:
-        raise HTTPException(e.status, detail=e.detail) from e
-
-
-def with_image_link(profile: str, index, result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` with ``image``: the service's URL of its picture (a text's: the picture it describes), or None."""
-    sha = (index.row(result["id"]) or {}).get("sha256")
-    return {**result, "image": f"/v1/profiles/{profile}/images/img-{sha}" if sha else None}
