@@ -226,8 +226,10 @@ def _fingerprint(settings: TrainSettings, backbone: Backbone, train: list[Pair],
     return digest.hexdigest()
 
 
-def _lora_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+def _lora_state(run: _Run) -> dict[str, torch.Tensor]:
+    """The adapter's own weights (LoRA and token embeddings), frozen ones included."""
+    named = dict(run.model.named_parameters())
+    return {n: named[n].detach().cpu().clone() for n in run.trained}
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -345,6 +347,7 @@ class _Run:
     checkpoint: Path
     fingerprint: str
     lora: LoraSettings
+    trained: list[str]  # names of the adapter's parameters (token embeddings stay one after they freeze)
     history: list[dict[str, Any]] = field(default_factory=list)
     start_epoch: int = 0
     best_epoch: int = 0
@@ -396,18 +399,40 @@ def _with_trunks(data: _Data, backbone: Backbone, starts: tuple[int, int], trunk
     model, device = backbone.model, backbone.device
     if image_acts is None and image_start:
         image_acts = TrunkCache(trunk_cache, backbone, image_start, progress).trunks(data.pixels)
-    text_acts = None
-    if text_start:
-        text_acts = torch.zeros(len(data.tokens), towers.text_length(data.tokens), model.transformer.width,
-                                dtype=torch.float16)  # fmt: skip
-        texts = bar(torch.arange(len(data.tokens)).split(TRUNK_BATCH), enabled=progress, leave=False,
-                    desc="computing the frozen blocks of the texts")  # fmt: skip
-        with torch.no_grad():
-            for rows in texts:
-                acts = towers.text_trunk(model, data.tokens[rows].to(device), text_start)
-                text_acts[rows, : acts.shape[1]] = acts.half().cpu()  # past a text's end nothing reads it
+    text_acts = _text_trunks(data.tokens, model, text_start, device, progress) if text_start else None
     return replace(data, image_acts=image_acts if image_start else None, text_acts=text_acts,
                    image_start=image_start, text_start=text_start)  # fmt: skip
+
+
+def _text_trunks(tokens: torch.Tensor, model: torch.nn.Module, stop: int, device: torch.device,
+                 progress: bool = False) -> torch.Tensor:  # fmt: skip
+    """The text tower's first ``stop`` blocks over every row of ``tokens``: (n, longest text, width) float16.
+    ``model`` may be the training model: its trained token embeddings, if any, are used."""
+    clip = towers.clip_of(model)
+    acts = torch.zeros(len(tokens), towers.text_length(tokens), clip.transformer.width, dtype=torch.float16)
+    chunks = bar(torch.arange(len(tokens)).split(TRUNK_BATCH), enabled=progress, leave=False,
+                 desc="computing the frozen blocks of the texts")  # fmt: skip
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for rows in chunks:
+            chunk = towers.text_trunk(model, tokens[rows].to(device), stop)
+            acts[rows, : chunk.shape[1]] = chunk.half().cpu()  # past a text's end nothing reads it
+    model.train(was_training)
+    return acts
+
+
+def _freeze_tokens(run: _Run, material: _Material, text_start: int, device: torch.device, progress: bool) -> None:
+    """The token embeddings stop training; the text tower below ``text_start`` is frozen from now on, so
+    its output (through the trained embeddings) is computed once and each step runs only the top blocks."""
+    for name, parameter in run.model.named_parameters():
+        if "trainable_tokens_" in name:
+            parameter.requires_grad_(False)
+    for side in ("train_data", "val_data"):
+        data = getattr(material, side)
+        acts = _text_trunks(data.tokens, run.model, text_start, device, progress and side == "train_data")
+        setattr(material, side, replace(data, text_acts=acts, text_start=text_start))
+    log.info("token embeddings frozen; the text tower's first %d blocks are computed once from here on", text_start)
 
 
 def _prepare(
@@ -456,7 +481,9 @@ def _start_run(
         tokens = _person_tokens(material, backbone) if settings.train_tokens else None
         lora = settings.lora(tokens, towers.depths(backbone.model))
         model = attach_lora(backbone, lora)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    named = dict(model.named_parameters())
+    trainable = [named[n] for n in trained]
     run = _Run(
         model=model,
         optimizer=torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay),
@@ -464,6 +491,7 @@ def _start_run(
         checkpoint=checkpoint,
         fingerprint=_fingerprint(settings, backbone, material.train, material.val),
         lora=lora,
+        trained=trained,
     )
     state = _read_checkpoint(checkpoint, run.fingerprint)
     if state is not None:
@@ -492,7 +520,7 @@ def _train_epochs(
     steps = bar(enabled=progress, desc="training", unit="step", total=steps_per_epoch * settings.epochs,
                 initial=steps_per_epoch * run.start_epoch)  # fmt: skip
     try:
-        _epochs(run, material, settings, backbone, steps_per_epoch, steps, on_epoch_end)
+        _epochs(run, material, settings, backbone, steps_per_epoch, steps, on_epoch_end, progress)
     finally:
         steps.close()
 
@@ -505,17 +533,21 @@ def _epochs(
     steps_per_epoch: int,
     steps: tqdm,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+    progress: bool = False,
 ) -> None:
     device = backbone.device
     n_train = len(material.train)
     total_steps = steps_per_epoch * settings.epochs
+    freeze = settings.tokens_freeze_at(towers.depths(backbone.model))
     for epoch in range(run.start_epoch, settings.epochs):
         if settings.patience and run.best_epoch and epoch - run.best_epoch >= settings.patience:
             log.info("no better held-out recall since epoch %d: stopping after epoch %d", run.best_epoch, epoch)
             break
+        started = time.monotonic()
+        if freeze and epoch >= freeze[0] and material.train_data.text_start != freeze[1]:
+            _freeze_tokens(run, material, freeze[1], device, progress)
         run.model.train()
         losses = []
-        started = time.monotonic()
         for i, batch in enumerate(_batches(n_train, settings.batch_size, settings.seed, epoch)):
             if settings.generic_replay:
                 generator = torch.Generator().manual_seed(settings.seed * 100_003 + epoch * 1009 + i)
@@ -541,13 +573,13 @@ def _epochs(
         run.history.append(record)
         best = next((r for r in run.history if r["epoch"] == run.best_epoch), None)
         if best is None or _score(record) > _score(best):
-            run.best_epoch, run.best_lora = epoch + 1, _lora_state(run.model)
+            run.best_epoch, run.best_lora = epoch + 1, _lora_state(run)
         save_checkpoint(
             run.checkpoint,
             {
                 "fingerprint": run.fingerprint,
                 "epoch": epoch + 1,
-                "lora": _lora_state(run.model),
+                "lora": _lora_state(run),
                 "optimizer": run.optimizer.state_dict(),
                 "history": run.history,
                 "best_epoch": run.best_epoch,

@@ -3,6 +3,10 @@
 Auth: with keys in the store (or ``require_keys``), every ``/v1`` request needs ``Authorization: Bearer <key>``
 (401 otherwise) and reaches only the key's profile; any other profile is a 404, as if it did not exist.
 ``key_scope`` runs once a request (FastAPI caches it), as a router dependency and inside ``profile_name``.
+
+The dependencies are ``async def`` though they do no awaiting: FastAPI runs a plain ``def`` dependency in
+a worker thread, and those hops were half of a search's time in the server (py-spy); what they do is a
+few ``stat`` calls, and reading the small key store again when its files change.
 """
 
 from __future__ import annotations
@@ -45,15 +49,15 @@ def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorDetail, "description": _ANSWERS[status]} for status in statuses}
 
 
-def get_settings(request: Request) -> ServiceSettings:
+async def get_settings(request: Request) -> ServiceSettings:
     return request.app.state.settings
 
 
-def get_resources(request: Request) -> Resources:
+async def get_resources(request: Request) -> Resources:
     return request.app.state.resources
 
 
-def get_workspace(request: Request) -> Workspace:
+async def get_workspace(request: Request) -> Workspace:
     return request.app.state.workspace
 
 
@@ -64,14 +68,14 @@ WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
 bearer = HTTPBearer(auto_error=False, description="an API key from `qualia keys create PROFILE`")
 
 
-def get_keyring(request: Request) -> KeyRing:
+async def get_keyring(request: Request) -> KeyRing:
     state = request.app.state
     if not hasattr(state, "keyring"):  # made on first use, so create_app needs no auth wiring
-        state.keyring = KeyRing(get_workspace(request))
+        state.keyring = KeyRing(request.app.state.workspace)
     return state.keyring
 
 
-def key_scope(
+async def key_scope(
     settings: SettingsDep,
     keyring: Annotated[KeyRing, Depends(get_keyring)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -92,7 +96,7 @@ def key_scope(
 ScopeDep = Annotated[str | None, Depends(key_scope)]
 
 
-def profile_name(
+async def profile_name(
     ws: WorkspaceDep,
     scope: ScopeDep,
     profile: Annotated[str, Path(description="profile name, [a-z0-9][a-z0-9_-]{0,63}")],

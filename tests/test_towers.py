@@ -110,3 +110,51 @@ def test_training_the_top_blocks_learns_over_cached_trunks(tmp_path) -> None:
     # what training measured over cached trunks is what the saved adapter gives through whole towers
     last = meta["history"][meta["best_epoch"] - 1]
     assert abs(last["val_t2i_r10"] - metrics["adapter"]["t2i"]["r10"]) <= 0.03
+
+
+def test_token_embeddings_train_first_then_freeze_into_a_text_trunk(tmp_path) -> None:
+    """With ``token_epochs=1`` the token rows move in epoch 1 only; from epoch 2 the steps read a text trunk
+    computed through them, and what they measure is what the saved adapter gives through whole towers."""
+    from qualia.lora import read_adapter_meta
+    from qualia.train import train_profile
+    from qualia.workspace import Workspace
+    from tests.test_train_eval import FAST, build_synthetic_corpus
+
+    ws = Workspace(tmp_path)
+    build_synthetic_corpus(ws, "ada", n_pins=120, n_posts=12)
+    settings = TrainSettings(epochs=3, patience=0, lora_blocks=2, train_tokens=True, token_epochs=1, **FAST)
+    assert settings.tokens_freeze_at((4, 4)) == (1, 2)
+    assert TrainSettings(epochs=3, token_epochs=0, **FAST).tokens_freeze_at((4, 4)) is None
+
+    seen: dict[int, torch.Tensor] = {}
+
+    def token_rows(epoch: int, record: dict) -> None:
+        state = torch.load(ws.adapters_dir("ada") / ".checkpoint" / "state.pt", weights_only=True)
+        rows = [v for k, v in state["lora"].items() if "trainable_tokens_delta" in k]
+        assert rows, list(state["lora"])  # the frozen rows stay part of what a checkpoint keeps
+        seen[epoch] = torch.cat([r.flatten() for r in rows])
+
+    folder = train_profile(ws, "ada", settings, on_epoch_end=token_rows)
+    assert float(seen[1].abs().max()) > 0  # trained in epoch 1
+    assert torch.equal(seen[1], seen[2]) and torch.equal(seen[2], seen[3])  # then frozen
+    meta = read_adapter_meta(folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["adapter"]["t2i"]["r10"] > metrics["base"]["t2i"]["r10"] + 0.1, metrics
+    last = meta["history"][meta["best_epoch"] - 1]
+    assert abs(last["val_t2i_r10"] - metrics["adapter"]["t2i"]["r10"]) <= 0.03
+
+
+def test_a_text_trunk_through_trained_tokens_gives_the_whole_towers_embeddings(tiny) -> None:
+    from qualia.train import _text_trunks
+
+    tokens = tiny.tokenizer(TEXTS)
+    ids = sorted(set(tokens.flatten().tolist()) - {0})
+    model = attach_lora(tiny, TrainSettings(backbone="qualia-tiny", lora_blocks=2).lora(ids, depths(tiny.model)))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.05)
+        whole = encode_text(model, tokens)
+        start = depths(tiny.model)[1] - 2
+        cut = text_head(model, _text_trunks(tokens, model, start, torch.device("cpu")).float(), tokens, start)
+    assert torch.allclose(cut, whole, atol=5e-3), float((cut - whole).abs().max())

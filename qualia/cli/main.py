@@ -111,7 +111,7 @@ def cmd_corpus(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     ws.require(args.profile, "corpus")
     given = {name: getattr(args, name)
-             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens", "device",
+             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens", "token_epochs", "device",
                           "precision", "text_negatives", "generic_replay", "generic_anchor")}
     settings = TrainSettings(**given)
 
@@ -397,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     _train_flag(sp, "lora_blocks", "N", type=int)
     sp.add_argument("--train-tokens", dest="train_tokens", action=argparse.BooleanOptionalAction, default=True,
                     help={f.name: f for f in dataclasses.fields(TrainSettings)}["train_tokens"].metadata["help"])
+    _train_flag(sp, "token_epochs", "N", type=int)
     _train_flag(sp, "device", "DEVICE", choices=("cpu", "cuda"))
     _train_flag(sp, "precision", "P", choices=PRECISIONS)
     _train_flag(sp, "text_negatives", "W", type=float)
