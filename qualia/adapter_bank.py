@@ -4,10 +4,12 @@
 the LoRA merged in, about a backbone's memory per profile. A service holding many profiles keeps one
 backbone instead, and each profile's adapter as read from peft's file (``LowRank``): for every weight
 the adapter changes, the low-rank pair (A, B) and its scale, and the token-table rows it trained. To
-encode with it, each changed weight is formed as W + scale * B @ A for the length of one batch and
-swapped in (``swapped``), and the trained rows replace the table's rows where their tokens occur
-(``towers.encode_text``'s ``token_rows``). A profile costs its adapter's bytes, not a backbone's; the
-extra work per batch is one (out, r) @ (r, in) product per changed weight.
+encode with it (``LowRank.applied``), each module whose weight the adapter changes computes
+W x + scale * B (A x) on the batch's activations for the length of one batch, no weight formed or
+copied; open_clip's ``nn.MultiheadAttention`` gets a forward of its own to do so for the packed q, k, v
+projection and ``out_proj``. The trained rows replace the table's rows where their tokens occur
+(``towers.encode_text``'s ``token_rows``). A profile costs its adapter's bytes, not a backbone's (forming
+W + scale * B @ A per batch instead held a tower's changed weights, 32 MB on ViT-B-32, beyond them).
 
 peft writes open_clip's ``nn.MultiheadAttention`` LoRA as ``<block>.attn.lora_{A,B}`` (the packed
 q, k, v projection ``in_proj_weight``) and ``<block>.attn.base_layer.out_proj.lora_{A,B}``; a plain
@@ -16,7 +18,7 @@ trainable_tokens_delta`` (the new rows themselves, in the order of ``trainable_t
 peft applies the ``out_proj`` pair twice (``out_proj_factor``). ``tests/test_adapter_bank.py`` checks
 the result against the merged model.
 
-``swapped`` changes the shared model for the length of a ``with``: only one thread may encode at a
+``applied`` changes the shared model for the length of a ``with``: only one thread may encode at a
 time (the service's encoder worker is that thread).
 """
 
@@ -29,13 +31,13 @@ import logging
 import math
 import re
 import threading
-import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from qualia.backbone import Backbone
@@ -63,23 +65,11 @@ class LowRank:
         tensors += [t for t in (self.token_ids, self.token_rows) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def weights(self, model: torch.nn.Module, image_tower: bool) -> dict[str, torch.Tensor]:
-        """parameter name -> W + scale * B @ A of one tower's changed weights. The last adapter's are
-        kept (one slot, process-wide): consecutive batches of one profile form them once, and memory
-        holds one tower's worth, not one per profile."""
-        with _last_lock:
-            if _last.get("of") is not None and _last["of"]() is self and _last["key"] == (model, image_tower):
-                return _last["weights"]
-        params = dict(model.named_parameters())
-        formed = {name: params[name] + scale * (b @ a) for name, (a, b, scale) in self.pairs.items()
-                  if name.startswith("visual.") == image_tower}  # fmt: skip
-        with _last_lock:
-            _last.update({"of": weakref.ref(self), "key": (model, image_tower), "weights": formed})
-        return formed
-
-
-_last: dict = {}  # the last formed weights: {"of": weakref to the LowRank, "key": (model, tower), "weights"}
-_last_lock = threading.Lock()
+    def applied(self, model: torch.nn.Module, image_tower: bool) -> contextlib.AbstractContextManager[None]:
+        """``model`` (the shared backbone) encoding as backbone + this adapter, for one tower, for the
+        length of a ``with``."""
+        return _applied(model, {name: pair for name, pair in self.pairs.items()
+                                if name.startswith("visual.") == image_tower})  # fmt: skip
 
 
 @functools.lru_cache(maxsize=1)
@@ -156,20 +146,69 @@ def read_low_rank(folder: Path, backbone: Backbone) -> LowRank:
     return LowRank(pairs, token_ids, token_rows)
 
 
+Pair = tuple[torch.Tensor, torch.Tensor, float]  # A (r, in), B (out, r), scale
+
+
+def _low_rank_linear(module: torch.nn.Linear, pair: Pair) -> Callable[[torch.Tensor], torch.Tensor]:
+    a, b, scale = pair
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, module.weight, module.bias) + scale * F.linear(F.linear(x, a), b)
+
+    return forward
+
+
+def _low_rank_attention(module: torch.nn.MultiheadAttention, packed: Pair | None, out: Pair | None) -> Callable:
+    """``nn.MultiheadAttention.forward`` for self-attention (query, key and value one tensor, as open_clip's
+    blocks call it) with LoRA on the packed q, k, v projection and on ``out_proj``, applied to activations."""
+    heads = module.num_heads
+
+    def forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                need_weights: bool = True, attn_mask: torch.Tensor | None = None, **unused: object) -> tuple[torch.Tensor, None]:  # fmt: skip
+        if key is not query or value is not query or key_padding_mask is not None:
+            raise NotImplementedError("LoRA on activations serves self-attention without a padding mask only")
+        x = query if module.batch_first else query.transpose(0, 1)  # (n, length, width)
+        n, length, width = x.shape
+        qkv = F.linear(x, module.in_proj_weight, module.in_proj_bias)  # (n, length, 3 * width)
+        if packed is not None:
+            qkv = qkv + packed[2] * F.linear(F.linear(x, packed[0]), packed[1])
+        q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # each (n, heads, length, d)
+        if attn_mask is not None and attn_mask.dtype == torch.bool:  # MultiheadAttention's True masks out
+            attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask, float("-inf"))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(n, length, width)
+        projected = F.linear(y, module.out_proj.weight, module.out_proj.bias)
+        if out is not None:
+            projected = projected + out[2] * F.linear(F.linear(y, out[0]), out[1])
+        return (projected if module.batch_first else projected.transpose(0, 1)), None
+
+    return forward
+
+
 @contextlib.contextmanager
-def swapped(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> Iterator[None]:
-    """``model`` with ``weights`` (parameter name -> tensor) in place of its own, restored on exit."""
-    saved = []
+def _applied(model: torch.nn.Module, pairs: dict[str, Pair]) -> Iterator[None]:
+    """``model`` with each module whose weights ``pairs`` change running W x + scale * B (A x) instead of
+    W x: no weight is formed or copied, so the shared backbone's memory stays one backbone's."""
+    attention: dict[str, dict[str, Pair]] = {}
+    overridden: list[torch.nn.Module] = []
     try:
-        for name, value in weights.items():
+        for name, pair in pairs.items():
             owner_name, _, attr = name.rpartition(".")
-            owner = model.get_submodule(owner_name)
-            saved.append((owner, attr, owner._parameters[attr]))
-            owner._parameters[attr] = value  # a plain tensor: nn.Module.__setattr__ would refuse it
+            if attr == "in_proj_weight":
+                attention.setdefault(owner_name, {})["packed"] = pair
+            elif owner_name.endswith(".attn.out_proj"):
+                attention.setdefault(owner_name.removesuffix(".out_proj"), {})["out"] = pair
+            else:
+                module = model.get_submodule(owner_name)
+                module.forward = _low_rank_linear(module, pair)  # an instance attribute shadows the class's
+                overridden.append(module)
+        for owner_name, found in attention.items():
+            module = model.get_submodule(owner_name)
+            module.forward = _low_rank_attention(module, found.get("packed"), found.get("out"))
+            overridden.append(module)
         yield
     finally:
-        for owner, attr, parameter in reversed(saved):
-            owner._parameters[attr] = parameter
+        for module in overridden:
+            del module.forward
 
 
 class LowRankCache:

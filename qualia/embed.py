@@ -5,6 +5,8 @@ Vectors are float32 and L2-normalized, so inner product = cosine similarity.
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from PIL import Image
 from qualia import images
 from qualia.backbone import Backbone
 from qualia.progress import bar
-from qualia.adapter_bank import LowRank, swapped
+from qualia.adapter_bank import LowRank
 from qualia.errors import InvalidImage
 from qualia.lora import adapted_image_blocks, load_adapter
 from qualia.towers import depths, encode_text, image_head
@@ -31,7 +33,7 @@ class Encoder:
     cache's block.
 
     ``low_rank``: an adapter kept unmerged over the shared ``backbone.model`` (``qualia.adapter_bank``;
-    ``model`` is then the backbone's own): its weights are swapped in for each batch, so only one
+    ``model`` is then the backbone's own): it is applied to the backbone for each batch, so only one
     thread may encode with the backbone at a time."""
 
     def __init__(self, model: torch.nn.Module, backbone: Backbone, batch_size: int = 64, name: str = "",
@@ -72,8 +74,8 @@ class Encoder:
         if was_training:  # walking every module costs a sixth of a served query's encoding
             self.model.eval()
         try:
-            weights = self.low_rank.weights(self.model, image_tower=what == "pictures") if self.low_rank else {}
-            with torch.inference_mode(), swapped(self.model, weights):
+            adapted = self.low_rank.applied(self.model, what == "pictures") if self.low_rank else contextlib.nullcontext()
+            with torch.inference_mode(), adapted:
                 for batch in bar(batches, enabled=self.progress and len(batches) > 1, desc=f"{self.name} {what}".strip(),
                                  leave=False):  # fmt: skip
                     batch = batch.to(self.device)

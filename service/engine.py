@@ -3,8 +3,8 @@
 Every query's words or picture go into one queue. A single worker thread owns torch: each turn it takes
 every query waiting (up to ``max_batch``) and encodes those that share an encoder and a modality as one
 batch, so under load a batch grows by itself, with no waiting window added when the service is idle.
-One thread also makes swapping an unmerged adapter's weights into the shared backbone safe
-(``qualia.adapter_bank.swapped``).
+One thread also makes applying an unmerged adapter to the shared backbone safe
+(``qualia.adapter_bank.LowRank.applied``).
 
 Threads: torch's intra-op pool is set to ``torch_threads`` for the whole process. Its OpenMP threads
 spin-wait after each operation; beside another busy process (a training job on the same cores) that

@@ -311,3 +311,18 @@ def test_an_index_over_the_threshold_is_an_hnsw_graph_that_finds_what_the_exact_
     assert np.allclose(graph.stored_vector(row), flat.stored_vector(row), atol=1e-6)  # readable memory-mapped
     like = ProfileSearcher(PROFILE, graph, built["encoder"]).search_like(row, k=3)
     assert len(like) == 3 and row not in {r["id"] for r in like}
+
+
+def test_rows_are_parsed_when_asked_for_and_read_back_as_written() -> None:
+    from qualia.index import Rows
+
+    written = [{"id": "img-1", "text": None, "n": 1}, {"id": "txt-2", "text": "thé au lait\nà l'aube", "n": 2},
+               {"id": "txt-3", "text": "", "n": 3}]  # fmt: skip
+    data = "\n".join(json.dumps(r, ensure_ascii=False) for r in written).encode() + b"\n\n"
+    rows = Rows(b"\n" + data.replace(b"\n{\"id\": \"txt-3\"", b"\n  \n{\"id\": \"txt-3\""))  # blank lines between
+    assert len(rows) == 3 and rows.ids == ["img-1", "txt-2", "txt-3"]
+    assert list(rows) == written and rows[-1] == written[-1] and rows[1:] == written[1:]
+    assert rows.get("txt-2") == written[1] and rows.get("txt-9") is None
+    assert Rows(data.rstrip(b"\n")).ids == rows.ids  # no newline at the end
+    with pytest.raises(ValueError):
+        Rows(b'{"id": "img-1"}\n{"id": \n')

@@ -258,8 +258,11 @@ def cmd_serve(ws: Workspace, args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from service.allocator import return_freed_memory
     from service.app import create_app
     from service.settings import ServiceSettings
+
+    return_freed_memory()
 
     # Off loopback, stay closed even if every key is revoked while the server runs.
     settings = ServiceSettings(home=ws.root)

@@ -32,7 +32,7 @@ from service.deps import ResourcesDep, ScopeDep, SettingsDep, WorkspaceDep, answ
 from service.queries import decode_base64, fetch_query_picture, query_vector, with_image_link
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[Depends(key_scope)], responses=answers(401, 503))
-_NUMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index version -> {numeric id: row}
+_NUMBERED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # index version -> {numeric id: row id}
 
 MAX_RESULTS = 1000
 
@@ -167,12 +167,13 @@ async def metadata(request: Request, ws: WorkspaceDep, scope: ScopeDep, resource
             number = int(item)
         except (TypeError, ValueError, OverflowError):
             raise HTTPException(422, detail="ids must be numbers") from None
-        row = by_number.get(number)
+        row = index.row(by_number[number]) if number in by_number else None
         answer.append({"id": number, "metadata": _metadata(request, profile, index, row) if row else None})
     return answer
 
 
-def _numbered_rows(index: Any) -> dict[int, dict[str, Any]]:
+def _numbered_rows(index: Any) -> dict[int, str]:
+    """numeric id -> row id of one index version."""
     if index not in _NUMBERED:  # one index version, one map, built on first use, gone with the version
-        _NUMBERED[index] = {numeric_id(row["id"]): row for row in index.rows}
+        _NUMBERED[index] = {numeric_id(row_id): row_id for row_id in index.rows.ids}
     return _NUMBERED[index]
