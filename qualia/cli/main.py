@@ -24,7 +24,7 @@ from typing import Any
 
 from crawler.options import add_crawl_arguments
 from qualia import __version__
-from qualia.cli.format import emit, format_counts, format_eval, format_losses, format_results
+from qualia.cli.format import emit, format_counts, format_eval, format_losses, format_results, format_training_data
 from qualia.config import PRECISIONS, TINY_BACKBONE, PretrainSettings, TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
 from qualia.housekeeping import DEFAULT_KEEP, collect
@@ -121,7 +121,9 @@ def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     _prune(ws, args.profile)
     # training already measured the held-out pairs; `qualia eval` measures again from the files
     report = json.loads((folder / "metrics.json").read_text())
-    emit({"adapter_version": folder.name, **report}, args.json, f"adapter {folder.name}\n{format_eval(report)}")
+    data = json.loads((folder / "qualia.json").read_text()).get("data", {})
+    emit({"adapter_version": folder.name, **report, "data": data}, args.json,
+         f"adapter {folder.name}\n{format_training_data(data)}\n{format_eval(report)}")
     return 0
 
 
