@@ -89,6 +89,7 @@ def format_results(results: list[dict[str, Any]]) -> str:
         text = (r.get("text") or "").replace("\n", " ")
         if len(text) > 70:
             text = text[:67] + "..."
-        where = r.get("image_url") if r["modality"] == "image" else r.get("source_url")
+        # a picture's file in the workspace opens from the shell, and outlives the site it was found on
+        where = (r.get("file") or r.get("image_url")) if r["modality"] == "image" else r.get("source_url")
         lines.append(f"{rank:>3}. {r['score']:.3f}  {r['modality']:<5} d{r.get('degree', '?')}  {text}  <{where}>")
     return "\n".join(lines) or "(no results)"

@@ -200,7 +200,7 @@ def cmd_index(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_search(ws: Workspace, args: argparse.Namespace) -> int:
     ws.index(args.profile)
 
-    from qualia.search import ProfileSearcher, load_image_file
+    from qualia.search import ProfileSearcher, load_image_file, with_files
 
     started = time.perf_counter()
     query_image = load_image_file(args.image) if args.image else None
@@ -210,6 +210,7 @@ def cmd_search(ws: Workspace, args: argparse.Namespace) -> int:
     else:
         results = searcher.search_text(args.text, k=args.k, modality=args.modality)
     took_ms = (time.perf_counter() - started) * 1000
+    results = with_files(ws, args.profile, searcher.index, results)
     emit(
         {"results": results, "adapter": searcher.adapter_version, "index": searcher.index_version, "took_ms": took_ms},
         args.json,
