@@ -10,6 +10,9 @@ Tables
   crawl_done  what a crawl has read to its end (a pin's detail, a board's whole feed): a later crawl
               skips it, so a second crawl of an unchanged world asks for little. Written in the same
               transactions as what was read, so a killed crawl never marks done what it did not store
+  feedback    people's marks on search results: who said that an index row fits (or does not fit) a
+              query, and when; one row per (who, query, row), the latest mark replacing an earlier one
+              (``qualia.feedback`` turns them into training pairs)
 
 No torch here: the crawler writes through this module and must stay light.
 """
@@ -28,7 +31,7 @@ from typing import Any
 from qualia import images, workspace
 from qualia.errors import NotFound
 
-SCHEMA_VERSION = 3  # 2: image_refs.context (the text around a figure); 3: crawl_done
+SCHEMA_VERSION = 4  # 2: image_refs.context (the text around a figure); 3: crawl_done; 4: feedback
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -81,6 +84,18 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE TABLE IF NOT EXISTS crawl_done (
     key     TEXT PRIMARY KEY,
     done_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS feedback (
+    who       TEXT NOT NULL,
+    query     TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    fits      INTEGER NOT NULL,
+    modality  TEXT NOT NULL,
+    sha256    TEXT,
+    text      TEXT,
+    item_id   TEXT,
+    marked_at REAL NOT NULL,
+    PRIMARY KEY (who, query, target)
 );
 """
 
@@ -288,6 +303,44 @@ class Corpus:
     def is_done(self, key: str) -> bool:
         return self.db.execute("SELECT 1 FROM crawl_done WHERE key=?", (key,)).fetchone() is not None
 
+    def add_mark(self, who: str, query: str, target: dict[str, Any], fits: bool) -> tuple[dict[str, Any], bool]:
+        """Store ``who``'s mark that index row ``target`` (its ``id``, ``modality``, ``sha256``, ``text``,
+        ``item_id``) fits ``query`` or not, in one transaction of its own: (the stored mark, whether it is
+        new). A second mark by the same person on the same row for the same words replaces the first, so
+        clicking twice never counts twice. Synchronous=FULL: a mark answered as stored survives a power cut."""
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")  # the check and the write see one state, whoever else writes
+                new = self.db.execute(
+                    "SELECT 1 FROM feedback WHERE who=? AND query=? AND target=?", (who, query, target["id"])
+                ).fetchone() is None
+                self.db.execute(
+                    "INSERT INTO feedback(who, query, target, fits, modality, sha256, text, item_id, marked_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(who, query, target) DO UPDATE SET fits=excluded.fits,"
+                    " modality=excluded.modality, sha256=excluded.sha256, text=excluded.text,"
+                    " item_id=excluded.item_id, marked_at=excluded.marked_at",
+                    (who, query, target["id"], int(bool(fits)), target["modality"], target.get("sha256"),
+                     target.get("text"), target.get("item_id"), time.time()),
+                )
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+        return self.marks(who=who, query=query, target=target["id"])[0], new
+
+    def marks(self, who: str | None = None, query: str | None = None, target: str | None = None) -> list[dict[str, Any]]:
+        """The stored marks (all, or those matching the arguments given), oldest first."""
+        if not self._has_table("feedback"):  # a corpus written before marks existed, opened read-only
+            return []
+        where = [(column, value) for column, value in (("who", who), ("query", query), ("target", target))
+                 if value is not None]  # fmt: skip
+        sql = "SELECT * FROM feedback" + (" WHERE " + " AND ".join(f"{c}=?" for c, _ in where) if where else "")
+        rows = self.db.execute(sql + " ORDER BY marked_at, who, query, target", [v for _, v in where])
+        return [{**dict(row), "fits": bool(row["fits"])} for row in rows]
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?"
+        return self.db.execute(query, (name,)).fetchone() is not None
+
     def has_item(self, item_id: str) -> bool:
         return self.db.execute("SELECT 1 FROM items WHERE id=?", (item_id,)).fetchone() is not None
 
@@ -375,4 +428,10 @@ class Corpus:
             "image_ref_urls": q("SELECT count(DISTINCT url) FROM image_refs").fetchone()[0],
             "edges": q("SELECT count(*) FROM edges").fetchone()[0],
             "edges_by_relation": {r: n for r, n in q("SELECT relation, count(*) FROM edges GROUP BY relation ORDER BY relation")},
+            "feedback": self._feedback_counts(),
         }
+
+    def _feedback_counts(self) -> dict[str, int]:
+        marks = self.marks()
+        return {"marks": len(marks), "fits": sum(m["fits"] for m in marks),
+                "does_not_fit": sum(not m["fits"] for m in marks)}  # fmt: skip

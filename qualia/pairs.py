@@ -36,7 +36,8 @@ class Pair:
     degree: int
     role: str
     weight: float
-    text_source: str = "caption"  # one of text.TEXT_SOURCES: where the words came from
+    text_source: str = "caption"  # one of text.TEXT_SOURCES (or "feedback"): where the words came from
+    negative: bool = False  # a person said this picture does NOT fit these words (``qualia.feedback``)
 
 
 def degree_weight(degree: int) -> float:

@@ -4,6 +4,14 @@ Loss: symmetric InfoNCE (text->image and image->text cross-entropy over the batc
 weighted by ``Pair.weight``. Off-diagonal entries showing the same picture or the same words as the
 diagonal are masked out: they are not negatives, and with repins they are common.
 
+"Does not fit" marks (``qualia.feedback``) are negative rows: (words, a picture they must not find).
+Such a row's own term is unlikelihood (Welleck et al. 2019), -log(1 - p), p the softmax share of its
+picture among the batch's pictures for its words: large while the picture ranks high, near 0 once it
+ranks low, so it pushes the picture down, not away without bound as a negated InfoNCE term would.
+For a fitting row with the same words in the batch, the negative row's picture is an unmasked negative
+(a hard negative the person named). Negative rows have no image->text term: that a picture does not
+fit some words says nothing about which words it does fit.
+
 Temperature: fixed at the backbone's own ``logit_scale``. A person's corpus is a few hundred to a
 few thousand pairs; a learnable temperature on so little data mostly learns to sharpen the softmax
 (lower loss without better ranking), and the base's scale is the one its embeddings were trained to.
@@ -39,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from qualia import __version__, towers, workspace
+from qualia import __version__, feedback, towers, workspace
 from qualia.backbone import Backbone, load_backbone
 from qualia.config import LoraSettings, TrainSettings
 from qualia.corpus import Corpus
@@ -81,6 +89,7 @@ class _Data:
     text_acts: torch.Tensor | None = None
     image_start: int = 0  # the block each tower's head starts at
     text_start: int = 0
+    negative: torch.Tensor | None = None  # (n_pairs,) bool: "does not fit" rows; None: none
 
     def image_features(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         """(len(rows), embed_dim) of the pictures at ``rows`` of ``pixels``, not normalized."""
@@ -104,6 +113,7 @@ def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, i
         image_of=torch.tensor([row_of_image[p.image_sha256] for p in pairs], dtype=torch.long),
         text_of=torch.tensor([text_ids.setdefault(p.text, len(text_ids)) for p in pairs], dtype=torch.long),
         weight=torch.tensor([p.weight for p in pairs], dtype=torch.float32),
+        negative=torch.tensor([p.negative for p in pairs], dtype=torch.bool),
     )
 
 
@@ -141,6 +151,7 @@ def _with_generic_replay(data: _Data, backbone: Backbone, size: int) -> _Data:
         text_of=torch.cat([data.text_of, text_base + torch.tensor([distinct[c] for c in captions])]),
         weight=torch.cat([data.weight, torch.full((size,), REPLAY_WEIGHT)]),
         anchored=torch.cat([torch.zeros(n, dtype=torch.bool), torch.ones(size, dtype=torch.bool)]),
+        negative=None if data.negative is None else torch.cat([data.negative, torch.zeros(size, dtype=torch.bool)]),
     )
 
 
@@ -177,17 +188,26 @@ def contrastive_loss(
     images = F.normalize(data.image_features(model, image_of, device), dim=-1)
     texts = F.normalize(data.text_features(model, batch, device), dim=-1)
     logits = logit_scale * texts @ images.T  # (b, b): row = text, column = picture
-    same = (image_of[:, None] == image_of[None, :]) | (text_of[:, None] == text_of[None, :])
-    same &= ~torch.eye(len(batch), dtype=torch.bool)
+    same_image, same_text = image_of[:, None] == image_of[None, :], text_of[:, None] == text_of[None, :]
+    same = (same_image | same_text) & ~torch.eye(len(batch), dtype=torch.bool)
+    negative = data.negative[batch] if data.negative is not None else torch.zeros(len(batch), dtype=torch.bool)
+    image_to_text = logits.masked_fill(same.to(device), float("-inf")).T
+    if negative.any():
+        # words and a picture they do not fit: a fitting row of those words meets that picture as a negative,
+        # and the misfit row ranks it against those words' other pictures; text->image only, since a misfit row
+        # has no image->text term and a fitting row's picture must not meet its own words twice
+        same = same & ~(same_text & ~same_image & (negative[:, None] | negative[None, :]))  # autograd keeps the old one
     logits = logits.masked_fill(same.to(device), float("-inf"))
     target = torch.arange(len(batch), device=device)
-    per_pair = (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(logits.T, target, reduction="none")) / 2
+    per_pair = (F.cross_entropy(logits, target, reduction="none") + F.cross_entropy(image_to_text, target, reduction="none")) / 2
     if text_negatives > 0:
         among_texts = (logit_scale * texts @ texts.T).masked_fill(  # (b, b); a text is not its own negative
             (text_of[:, None] == text_of[None, :]).to(device), float("-inf")
         )
         mixed = F.cross_entropy(torch.cat([logits, among_texts], dim=1), target, reduction="none")
         per_pair = per_pair + text_negatives * mixed
+    if negative.any():
+        per_pair = torch.where(negative.to(device), _unlikelihood(logits, negative.to(device)), per_pair)
     weight = data.weight[batch].to(device)
     loss = (per_pair * weight).sum() / weight.sum()
     if generic_anchor > 0 and data.anchored is not None and data.anchor_image is not None:
@@ -197,6 +217,19 @@ def contrastive_loss(
             kept_text = (texts[rows] * data.anchor_text[batch][rows].to(device)).sum(-1)
             loss = loss + generic_anchor * (2 - kept_image - kept_text).mean()
     return loss
+
+
+def _unlikelihood(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """(b,): -log(1 - p) at each row in ``rows`` (bool), p its diagonal's softmax share; 0 elsewhere and
+    where nothing else is left to rank the picture against (every other column masked)."""
+    index = rows.nonzero()[:, 0]
+    others = logits[index].index_put((torch.arange(len(index), device=logits.device), index),
+                                     torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device))
+    ranked = torch.isfinite(others).any(dim=1)
+    index, others = index[ranked], others[ranked]
+    # log-sum-exp over every column minus over the others: -log(1 - p), exact even when p is near 1
+    term = torch.logsumexp(logits[index], dim=1) - torch.logsumexp(others, dim=1)
+    return torch.zeros(len(logits), dtype=term.dtype, device=logits.device).index_put((index,), term)
 
 
 def _batches(n: int, batch_size: int, seed: int, epoch: int) -> list[torch.Tensor]:
@@ -221,7 +254,8 @@ def _fingerprint(settings: TrainSettings, backbone: Backbone, train: list[Pair],
     digest = hashlib.sha256(json.dumps([recipe, backbone.weights_sha256], sort_keys=True).encode())
     for side in (train, val):
         for p in side:
-            digest.update(f"{p.artifact_id}\0{p.image_sha256}\0{p.weight}\0{p.text}\n".encode())
+            misfit = "\0does not fit" if p.negative else ""  # absent on fitting rows: their checkpoints still resume
+            digest.update(f"{p.artifact_id}\0{p.image_sha256}\0{p.weight}\0{p.text}{misfit}\n".encode())
         digest.update(b"--\n")
     return digest.hexdigest()
 
@@ -320,6 +354,7 @@ class _Material:
     images_unreadable: int
     train_data: _Data
     val_data: _Data
+    feedback: dict[str, int] = field(default_factory=dict)  # ``feedback.training_rows``'s counts
 
     def val_pixels(self) -> torch.Tensor:
         return self.pixels[[self.row_of_image[s] for s in unique_images(self.val)]]
@@ -334,6 +369,12 @@ class _Material:
             "artifacts_val": len({p.artifact_id for p in self.val}),
             "images": len(self.pixels),
             "images_unreadable": self.images_unreadable,
+            # what people's marks added: fitting pairs and negatives trained on (after unreadable pictures)
+            "feedback_marks": self.feedback.get("marks", 0),
+            "feedback_pairs": sum(p.source == feedback.SOURCE and not p.negative for p in self.train),
+            "feedback_negatives": sum(p.negative for p in self.train),
+            "feedback_held_out": self.feedback.get("held_out", 0),
+            "feedback_unused": self.feedback.get("unused", 0),
         }
 
 
@@ -364,13 +405,15 @@ class _Run:
 
 def split_for_training(
     ws: workspace.Workspace, profile: str, settings: TrainSettings
-) -> tuple[list[Pair], list[Pair], list[Pair]]:
-    """(all pairs, train, validation) of the profile's corpus; NotEnoughData when too few to train on."""
+) -> tuple[list[Pair], list[Pair], list[Pair], dict[str, int]]:
+    """(all pairs, train, validation, feedback counts) of the profile's corpus, people's marks among the
+    training rows (``qualia.feedback``); NotEnoughData when too few to train on."""
     with Corpus.open(ws, profile, readonly=True) as corpus:
         pairs = corpus_pairs(corpus)
-    train, val = split_pairs(pairs, settings.val_fraction, settings.seed)
+        train, val = split_pairs(pairs, settings.val_fraction, settings.seed)
+        marked, counts = feedback.training_rows(corpus, pairs, val)
     _check_enough(train, val, len(pairs), f"profile {profile!r}")
-    return pairs, train, val
+    return pairs + marked, train + marked, val, counts
 
 
 def _check_enough(train: list[Pair], val: list[Pair], n_pairs: int, where: str) -> None:
@@ -650,12 +693,13 @@ def train_profile(
     ``on_epoch_end(epoch, record)`` is called after each epoch's checkpoint is safely written
     (an exception from it stops training, leaving a checkpoint to resume from).
     """
-    pairs, train, val = split_for_training(ws, profile, settings)
+    pairs, train, val, marks = split_for_training(ws, profile, settings)
     started = time.monotonic()
     checkpoint = ws.adapters_dir(profile) / CHECKPOINT_DIR / CHECKPOINT_FILE
     with _cpu_threads(settings.device):
         backbone = load_backbone(settings.backbone, settings.pretrained, settings.device)
         material = _prepare(pairs, train, val, backbone, settings, ws.trunk_cache_dir, progress)
+        material.feedback = marks
         run = _start_run(backbone, settings, material, checkpoint, profile)
         _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
         run.restore_best()
@@ -665,6 +709,8 @@ def train_profile(
         base = Encoder(backbone.model, backbone, name="evaluating the base", progress=progress, trunks=trunks)
         adapted = Encoder(run.model, backbone, name="evaluating the adapter", progress=progress, trunks=trunks)
         metrics = compare(base, adapted, material.val, material.val_pixels(), embeddings)
+        counts = material.counts()
+        metrics["feedback"] = {key: counts[f"feedback_{key}"] for key in ("marks", "pairs", "negatives", "held_out", "unused")}
     seconds = time.monotonic() - started
     folder = _save_version(ws, profile, settings, backbone, run, material, metrics, seconds, embeddings)
     shutil.rmtree(checkpoint.parent, ignore_errors=True)

@@ -23,7 +23,7 @@ from qualia.errors import QualiaError
 
 from service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from service.resources import Resources
-from service.routers import clip_retrieval, health, profiles, search
+from service.routers import clip_retrieval, feedback, health, profiles, search
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,9 @@ def excerpt(value: Any) -> Any:
     if isinstance(value, bytes):
         value = value[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")
     if isinstance(value, str):
-        return value if len(value) <= EXCERPT_CHARS else value[:EXCERPT_CHARS] + "…"
+        value = value if len(value) <= EXCERPT_CHARS else value[:EXCERPT_CHARS] + "…"
+        # JSON may escape a lone surrogate, which no UTF-8 answer can carry back
+        return value.encode("utf-8", "replace").decode("utf-8")
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no inf or nan: a request with 1e309 in it must not make a 500
     if value is None or isinstance(value, (bool, int, float)):
@@ -110,7 +112,9 @@ async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
     """
     errors = []
     for error in exc.errors() if isinstance(exc, RequestValidationError) else []:
-        shown = {key: error[key] for key in ("type", "loc", "msg") if key in error}
+        shown = {key: error[key] for key in ("type", "msg") if key in error}
+        if "loc" in error:  # a field's name is the client's too
+            shown["loc"] = [excerpt(part) for part in error["loc"]]
         if "input" in error:
             shown["input"] = excerpt(error["input"])
         context = {k: excerpt(v) for k, v in (error.get("ctx") or {}).items()}
@@ -153,6 +157,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(profiles.router)
     app.include_router(search.router)
+    app.include_router(feedback.router)
     app.include_router(clip_retrieval.router)
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"], include_in_schema=True,
                       response_class=PlainTextResponse, summary="Prometheus metrics")

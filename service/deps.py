@@ -19,9 +19,10 @@ from pydantic import BaseModel
 
 from qualia import workspace
 from qualia.corpus import Corpus
+from qualia.feedback import ANONYMOUS
 from qualia.workspace import Workspace
 
-from service.keys import KeyRing
+from service.keys import KeyRing, public_prefix
 from service.resources import Resources
 from service.settings import ServiceSettings
 
@@ -94,6 +95,19 @@ async def key_scope(
 
 
 ScopeDep = Annotated[str | None, Depends(key_scope)]
+
+
+async def caller(
+    scope: ScopeDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> str:
+    """Who is asking, as a feedback mark records it: the key's public prefix (``qualia keys list`` shows
+    it, so an operator can tell whose marks are whose), or ``anonymous`` when the server has no keys."""
+    if scope is None or credentials is None:
+        return ANONYMOUS
+    return public_prefix(credentials.credentials)
+
+
+CallerDep = Annotated[str, Depends(caller)]
 
 
 async def profile_name(

@@ -89,12 +89,17 @@ def create_key(ws: workspace.Workspace, profile: str) -> str:
                 with db:
                     db.execute(
                         "INSERT INTO api_keys (prefix, sha256, profile, created_at) VALUES (?, ?, ?, ?)",
-                        (key[:PREFIX_LEN], _digest(key), profile, created_at),
+                        (public_prefix(key), _digest(key), profile, created_at),
                     )
                 return key
             except sqlite3.IntegrityError:
                 continue
     raise QualiaError("could not find an unused key prefix")
+
+
+def public_prefix(key: str) -> str:
+    """What may be shown and stored of a key to say whose it is: its prefix, as ``qualia keys list`` shows it."""
+    return key[:PREFIX_LEN]
 
 
 def _match(key: Any, rows: dict[str, tuple[bytes, str]]) -> str | None:

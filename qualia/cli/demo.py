@@ -71,6 +71,21 @@ def what_changed(report: dict[str, Any], mixed: str) -> str:
             f"pictures now {pictures} of the top 10 for a text query")
 
 
+def personal_searches(ws: Workspace, profile: str, searcher: Any, queries: list[str],
+                      k: int = 5) -> tuple[list[dict[str, Any]], str]:  # fmt: skip
+    """Each query over the profile's pictures: (the answers, each result with its ``file`` beside
+    ``image_url`` and ``source_url``; the text shown). The text names each picture's file in the
+    workspace: the sample site the pictures came from is gone once the demo ends."""
+    from qualia.search import with_files
+
+    answers, shown = [], []
+    for query in queries:
+        results = with_files(ws, profile, searcher.index, searcher.search_text(query, k=k, modality="image"))
+        answers.append({"query": query, "results": results})
+        shown.append(f'\n"{query}"\n{format_results(results)}')
+    return answers, "".join(shown)
+
+
 def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as_json: bool = False) -> int:
     from crawler.run import crawl
     from qualia.config import TINY_BACKBONE, TrainSettings
@@ -131,11 +146,8 @@ def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as
 
     say(as_json, "\n[4/4] searching with the person's own words")
     searcher = ProfileSearcher.load(ws, profile)
-    answers = []
-    for query in queries:
-        results = searcher.search_text(query, k=5, modality="image")
-        answers.append({"query": query, "results": results})
-        say(as_json, f'\n"{query}"\n{format_results(results)}')
+    answers, shown = personal_searches(ws, profile, searcher, queries)
+    say(as_json, shown)
     mixed = searcher.search_text(queries[0], k=10, modality="any")
     say(as_json, f'\n"{queries[0]}" over pictures and texts together: '
                  f"{sum(r['modality'] == 'image' for r in mixed)} pictures in the top 10.")

@@ -31,7 +31,21 @@ def format_counts(counts: dict[str, Any]) -> str:
         f"({', '.join(f'{n} from {s}' for s, n in counts.get('pairs_by_text_source', {}).items())})",
         f"edges      {counts['edges']:>6}",
     ]
+    marks = counts.get("feedback") or {}
+    if marks.get("marks"):
+        lines.append(f"feedback   {marks['marks']:>6}  marks ({marks['fits']} fit, {marks['does_not_fit']} do not)")
     return "\n".join(lines)
+
+
+def format_training_data(data: dict[str, Any]) -> str:
+    """What a training run learned from: its pairs, and what people's marks added (``qualia.feedback``)."""
+    negatives = data.get("feedback_negatives", 0)
+    line = (f"trained on {data.get('pairs_train', 0) - negatives} pairs ({data.get('feedback_pairs', 0)} from feedback) "
+            f"and {negatives} negatives from feedback; {data.get('pairs_val', 0)} pairs held out for evaluation")
+    if data.get("feedback_marks"):
+        line += (f"\n{data['feedback_marks']} feedback marks: {data.get('feedback_held_out', 0)} on held-out pictures "
+                 f"and {data.get('feedback_unused', 0)} teaching nothing new were not trained on")
+    return line
 
 
 def format_losses(sources: dict[str, Any]) -> str:
@@ -75,6 +89,7 @@ def format_results(results: list[dict[str, Any]]) -> str:
         text = (r.get("text") or "").replace("\n", " ")
         if len(text) > 70:
             text = text[:67] + "..."
-        where = r.get("image_url") if r["modality"] == "image" else r.get("source_url")
+        # a picture's file in the workspace opens from the shell, and outlives the site it was found on
+        where = (r.get("file") or r.get("image_url")) if r["modality"] == "image" else r.get("source_url")
         lines.append(f"{rank:>3}. {r['score']:.3f}  {r['modality']:<5} d{r.get('degree', '?')}  {text}  <{where}>")
     return "\n".join(lines) or "(no results)"

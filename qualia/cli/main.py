@@ -24,7 +24,7 @@ from typing import Any
 
 from crawler.options import add_crawl_arguments
 from qualia import __version__
-from qualia.cli.format import emit, format_counts, format_eval, format_losses, format_results
+from qualia.cli.format import emit, format_counts, format_eval, format_losses, format_results, format_training_data
 from qualia.config import PRECISIONS, TINY_BACKBONE, PretrainSettings, TrainSettings
 from qualia.errors import InvalidArgument, NotFound, QualiaError, Unavailable
 from qualia.housekeeping import DEFAULT_KEEP, collect
@@ -121,7 +121,9 @@ def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     _prune(ws, args.profile)
     # training already measured the held-out pairs; `qualia eval` measures again from the files
     report = json.loads((folder / "metrics.json").read_text())
-    emit({"adapter_version": folder.name, **report}, args.json, f"adapter {folder.name}\n{format_eval(report)}")
+    data = json.loads((folder / "qualia.json").read_text()).get("data", {})
+    emit({"adapter_version": folder.name, **report, "data": data}, args.json,
+         f"adapter {folder.name}\n{format_training_data(data)}\n{format_eval(report)}")
     return 0
 
 
@@ -198,7 +200,7 @@ def cmd_index(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_search(ws: Workspace, args: argparse.Namespace) -> int:
     ws.index(args.profile)
 
-    from qualia.search import ProfileSearcher, load_image_file
+    from qualia.search import ProfileSearcher, load_image_file, with_files
 
     started = time.perf_counter()
     query_image = load_image_file(args.image) if args.image else None
@@ -208,6 +210,7 @@ def cmd_search(ws: Workspace, args: argparse.Namespace) -> int:
     else:
         results = searcher.search_text(args.text, k=args.k, modality=args.modality)
     took_ms = (time.perf_counter() - started) * 1000
+    results = with_files(ws, args.profile, searcher.index, results)
     emit(
         {"results": results, "adapter": searcher.adapter_version, "index": searcher.index_version, "took_ms": took_ms},
         args.json,
