@@ -286,7 +286,7 @@ function feedback(profile, hit) {
       button.setAttribute("aria-pressed", "true");
     } catch (error) {
       if (error.status === 401) return explain(error, profile);
-      status.textContent = `Not saved: ${error.message || error.status}`;
+      status.textContent = `Not saved (${error.status || "no answer"}): ${error.message}`;
       status.classList.add("error");
     }
   };
