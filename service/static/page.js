@@ -93,6 +93,7 @@ function explain(error, profile) {
 
 function askForKey(reason) {
   key = null;
+  document.body.classList.add("asking-key");
   sessionStorage.removeItem(KEY_STORE);
   say(reason);
   $("key-view").hidden = false;
@@ -177,7 +178,9 @@ async function showPicture(img, url) {
   try {
     const response = await fetch(url, { headers: authHeaders() });
     if (!response.ok) throw new Error(String(response.status));
-    const blobUrl = URL.createObjectURL(await response.blob());
+    const blob = await response.blob();
+    if (!img.isConnected) return; // replaced by newer results while it came
+    const blobUrl = URL.createObjectURL(blob);
     objectUrls.push(blobUrl);
     img.src = blobUrl;
   } catch (e) {
@@ -193,9 +196,13 @@ function freePictures() {
 
 // --- search ---------------------------------------------------------------------------------------
 
-function describe(body) {
+// What a search was, in words: for the summary line, and as the query a feedback mark refers to.
+function describe(body, words) {
   if (body.text) return `"${body.text}"`;
-  if (body.id) return `more like ${body.id}`;
+  if (body.id) {
+    const shown = words ? `"${words.length > 60 ? `${words.slice(0, 60)}…` : words}"` : body.id.slice(0, 16) + "…";
+    return `more like ${shown}`;
+  }
   return "the picture";
 }
 
@@ -210,14 +217,14 @@ async function search(body, description, push) {
   lastQuery = { body, description };
   say("");
   $("results").setAttribute("aria-busy", "true");
-  $("summary").textContent = `Searching ${profile} for ${describe(body)}…`;
+  $("summary").textContent = `Searching ${profile} for ${description}…`;
   try {
     const answer = await api(profilePath(profile, "search"), { ...body, k: K, modality: state.modality });
     if (seq !== searchSeq) return;
     renderResults(profile, answer);
     const by = answer.adapter ? `adapter ${answer.adapter}` : "the backbone alone (no adapter yet)";
     $("summary").textContent =
-      `${answer.results.length} results for ${describe(body)} · ${by} · ${Math.round(answer.took_ms)} ms`;
+      `${answer.results.length} results for ${description} · ${by} · ${Math.round(answer.took_ms)} ms`;
   } catch (error) {
     if (seq !== searchSeq) return;
     $("summary").textContent = "";
@@ -244,7 +251,7 @@ function resultCard(profile, hit, rank) {
     onclick: () => {
       $("q").value = "";
       clearQueryPicture();
-      search({ id: hit.id }, `more like ${hit.id}`, true);
+      search({ id: hit.id }, describe({ id: hit.id }, words), true);
     },
   });
   if (isPicture && hit.image) {
@@ -252,7 +259,7 @@ function resultCard(profile, hit, rank) {
     more.append(img);
     showPicture(img, hit.image);
   } else {
-    more.append(el("blockquote", { class: "words", text: words || "(no words)" }));
+    more.append(el("span", { class: "words", text: words || "(no words)" }));
     if (hit.image) {
       const img = el("img", { alt: "the picture these words describe", loading: "lazy", class: "described" });
       more.append(img);
@@ -267,7 +274,7 @@ function resultCard(profile, hit, rank) {
     more,
     isPicture && words ? el("p", { class: "caption", text: words }) : null,
     el("p", { class: "meta" },
-      el("span", { class: "score", title: "cosine similarity to the query", text: hit.score.toFixed(3) }),
+      el("span", { class: "score", title: "similarity to the query (higher is closer)", text: hit.score.toFixed(3) }),
       hit.degree === null || hit.degree === undefined ? null
         : el("span", { class: "degree", text: DEGREES[hit.degree] || `degree ${hit.degree}` }),
       source),
@@ -278,7 +285,9 @@ function resultCard(profile, hit, rank) {
 function feedback(profile, hit) {
   const status = el("span", { class: "feedback-status", role: "status" });
   const mark = async (fits, button) => {
-    const query = lastQuery ? lastQuery.description : "";
+    // a text query's own words (a mark may become a training pair); otherwise what the search was
+    const body = lastQuery ? lastQuery.body : {};
+    const query = body.text || (body.id ? `more like ${body.id}` : lastQuery ? lastQuery.description : "");
     status.textContent = "Saving…";
     try {
       await api(profilePath(profile, "feedback"), { query, id: hit.id, fits });
@@ -321,7 +330,7 @@ function searchByPicture(file) {
     preview.alt = `the picture searched for: ${file.name || "pasted"}`;
     preview.hidden = false;
     $("q").value = "";
-    search({ image_base64: base64 }, `picture: ${file.name || "pasted"}`, true);
+    search({ image_base64: base64 }, `the picture ${file.name ? `"${file.name}"` : "pasted"}`, true);
   };
   reader.onerror = () => say("The picture could not be read.");
   reader.readAsDataURL(file);
@@ -359,7 +368,7 @@ $("search-form").addEventListener("submit", (event) => {
     return;
   }
   clearQueryPicture();
-  search({ text }, text, true);
+  search({ text }, describe({ text }), true);
 });
 
 document.querySelectorAll('input[name="modality"]').forEach((radio) => radio.addEventListener("change", () => {
@@ -488,6 +497,7 @@ async function showReport(push) {
 // --- views and start ------------------------------------------------------------------------------
 
 function showView(view) {
+  document.body.classList.remove("asking-key");
   $("key-view").hidden = true;
   $("search-view").hidden = view !== "search";
   $("report-view").hidden = view !== "report";
@@ -511,7 +521,7 @@ $("profile").addEventListener("change", () => {
   $("summary").textContent = "";
   lastQuery = null;
   if (view === "report") showReport(true);
-  else if ($("q").value.trim()) search({ text: $("q").value.trim() }, $("q").value.trim(), true);
+  else if ($("q").value.trim()) search({ text: $("q").value.trim() }, describe({ text: $("q").value.trim() }), true);
   else follow({ profile: currentProfile(), view: "search", modality: currentModality() }, true);
 });
 
@@ -530,10 +540,15 @@ function render() {
   $("q").value = state.q;
   updateTabs(state.view);
   if (state.view === "report") showReport(false);
-  else if (state.q) search({ text: state.q }, state.q, false);
-  else if (state.like) search({ id: state.like }, `more like ${state.like}`, false);
+  else if (state.q) search({ text: state.q }, describe({ text: state.q }), false);
+  else if (state.like) search({ id: state.like }, describe({ id: state.like }), false);
   else {
     showView("search");
+    freePictures();
+    clearQueryPicture();
+    $("results").replaceChildren();
+    $("summary").textContent = "";
+    lastQuery = null;
     follow({ ...state, profile: currentProfile() }, false);
   }
 }
