@@ -222,6 +222,14 @@ def test_the_report_renders_its_figures_and_plots(browser: Any, server: str) -> 
     assert not visible(browser, "report-view") and address(browser) == {"profile": [PROFILE]}
 
 
+def test_the_openapi_page_draws_every_operation_from_local_files(browser: Any, server: str) -> None:
+    operations = sum(len(methods) for methods in httpx.get(f"{server}/openapi.json", timeout=30).json()["paths"].values())
+    browser.get(f"{server}/docs")
+    wait_until(lambda: run(browser, "return document.querySelectorAll('.opblock').length"), operations)
+    loaded = run(browser, "return performance.getEntriesByType('resource').map(r => r.name)")
+    assert loaded and all(url.startswith(server) for url in loaded), loaded
+
+
 @pytest.fixture(scope="module")
 def keyed(trained_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A server whose workspace has keys: one for the profile, one for another ("bob")."""
