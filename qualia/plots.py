@@ -7,6 +7,14 @@ from typing import Any
 
 import numpy as np
 
+# The files training draws into each adapter folder, and what each shows (the service's report lists them).
+LOSS_CURVE = "loss_curve.png"
+MODALITY_MAP = "modality_gap.png"
+DRAWN = {
+    LOSS_CURVE: "Training and held-out loss per epoch, and held-out recall@10 both ways",
+    MODALITY_MAP: "Held-out pictures and texts before and after the adapter (PCA): the modality gap",
+}
+
 
 def _pyplot():
     import matplotlib

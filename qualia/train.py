@@ -674,10 +674,10 @@ def _save_version(
             },
         )
         title = f"{profile} · {backbone.name} · LoRA r={settings.rank}"
-        plots.training_curves(run.history, tmp / "loss_curve.png", title, run.best_epoch)
+        plots.training_curves(run.history, tmp / plots.LOSS_CURVE, title, run.best_epoch)
         if embeddings:
             panels = [(name, *embeddings[name]) for name in ("base", "adapter")]
-            plots.modality_map(panels, tmp / "modality_gap.png", f"{title}: held-out pictures and texts (PCA)")
+            plots.modality_map(panels, tmp / plots.MODALITY_MAP, f"{title}: held-out pictures and texts (PCA)")
     return folder
 
 

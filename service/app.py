@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,7 +24,7 @@ from qualia.errors import QualiaError
 
 from service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from service.resources import Resources
-from service.routers import clip_retrieval, feedback, health, profiles, search
+from service.routers import clip_retrieval, feedback, health, page, profiles, search
 from service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         summary="Search a person's Substack and Pinterest with their own CLIP adapter.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by routers/page.py from local assets, not from a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.workspace = ws
@@ -159,6 +162,9 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(search.router)
     app.include_router(feedback.router)
     app.include_router(clip_retrieval.router)
+    app.include_router(page.router)
+    app.mount(page.PAGE_ASSETS, StaticFiles(directory=page.PAGE_DIR), name="page-assets")
+    app.mount(page.DOCS_ASSETS, StaticFiles(directory=page.DOCS_DIR), name="docs-assets")
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"], include_in_schema=True,
                       response_class=PlainTextResponse, summary="Prometheus metrics")
     return app

@@ -96,3 +96,20 @@ def site(served_sample_site: Any) -> Iterator[Any]:
     define its own ``site`` instead)."""
     yield served_sample_site
     served_sample_site.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample corpus after ``qualia train`` (the tiny backbone, two epochs) and ``qualia index``: an adapter
+    with its evaluation and plots, and an index built with it. Shared by the page's tests, which only read it."""
+    from qualia.config import TrainSettings
+    from qualia.index import index_profile
+    from qualia.train import train_profile
+    from tests.helpers import PROFILE, write_sample_corpus
+
+    root = tmp_path_factory.mktemp("trained-home")
+    write_sample_corpus(root)
+    ws = Workspace(root)
+    train_profile(ws, PROFILE, TrainSettings(backbone="qualia-tiny", epochs=2, batch_size=64, seed=0))
+    index_profile(ws, PROFILE)
+    return root

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw
 
@@ -38,6 +39,51 @@ def run_qualia(*args: str, env: dict[str, str] | None = None, timeout: float = 6
         [sys.executable, "-m", "qualia.cli", *args],
         capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def uvicorn_thread(app: Any, timeout: float = 60) -> Iterator[str]:
+    """``app`` under real uvicorn on a free loopback port, in a thread of this process: its base URL, once started."""
+    import threading
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn did not start within {timeout:.0f} s")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+
+def chromium(width: int = 1280, height: int = 900) -> Any:
+    """Debian's headless Chromium under selenium, through the system's chromedriver (selenium-manager never runs:
+    it would try to download a browser). ``make test`` installs both; without them this fails and says so."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    missing = [str(path) for path in (CHROMIUM, CHROMEDRIVER) if not path.is_file()]
+    if missing:
+        raise RuntimeError(f"{' and '.join(missing)} missing: `make browser` (or apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                     "--disable-dev-shm-usage", f"--window-size={width},{height}", "--lang=en-US"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for uncaught errors
+    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
 
 
 @contextlib.contextmanager

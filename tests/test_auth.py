@@ -16,7 +16,7 @@ from service import keys
 from service.app import create_app
 from service.settings import ServiceSettings
 
-from tests.helpers import PROFILE, SHARED_FIRST_URL, write_sample_corpus
+from tests.helpers import PROFILE, SHARED_FIRST_URL, png, write_sample_corpus
 
 OTHER = "bob"
 
@@ -34,6 +34,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     version = workspace.new_version()  # both profiles have a report to (not) reach
     for name in (PROFILE, OTHER):
         workspace.atomic_write_json(ws.adapters_dir(name) / version / "metrics.json", {"pairs": 1, "of": name})
+        (ws.adapters_dir(name) / version / "loss_curve.png").write_bytes(png((0, 0, 255)))
     return root
 
 
@@ -60,6 +61,7 @@ def paths(profile: str, sha: str) -> list[tuple[str, str]]:
         ("GET", f"/v1/profiles/{profile}/items/substack:post:3"),
         ("GET", f"/v1/profiles/{profile}/images/img-{sha}"),
         ("GET", f"/v1/profiles/{profile}/report"),
+        ("GET", f"/v1/profiles/{profile}/report/plots/loss_curve.png"),
     ]
 
 
@@ -127,3 +129,13 @@ def test_revoked_key_is_401_and_require_keys_stays_closed_when_empty(client: Tes
         assert c.get("/v1/profiles").status_code == 401
         assert c.get(f"/v1/profiles/{PROFILE}/report").status_code == 401
         assert c.get("/healthz").status_code == 200
+
+
+def test_the_page_and_docs_stay_open_while_the_data_is_closed(client: TestClient, home: Path) -> None:
+    """The page asks for the key in the browser, so it and its assets load without one; nothing else does."""
+    key = keys.create_key(Workspace(home), PROFILE)
+    for path in ("/", "/static/page.js", "/static/page.css", "/docs", "/redoc", "/static-docs/swagger-ui.css"):
+        assert client.get(path).status_code == 200, path
+    assert client.get("/v1/profiles").status_code == 401
+    assert client.get(f"/v1/profiles/{PROFILE}/report/plots/loss_curve.png").status_code == 401
+    assert client.get(f"/v1/profiles/{PROFILE}/report/plots/loss_curve.png", headers=bearer(key)).status_code == 200

@@ -182,7 +182,14 @@ def test_report(client: TestClient, home: Path) -> None:
     metrics = {"pairs": 12, "base": {"t2i": {"r1": 0.1}}, "adapter": {"t2i": {"r1": 0.5}}}
     workspace.atomic_write_json(Workspace(home).adapters_dir(profile) / version / "metrics.json", metrics)
     r = client.get(f"/v1/profiles/{profile}/report")
-    assert r.status_code == 200 and r.json() == metrics
+    assert r.status_code == 200
+    body = r.json()
+    assert {key: body[key] for key in metrics} == metrics  # the evaluation as training wrote it, at the top
+    assert body["version"] == version and body["plots"] == []
+    assert body["training"] is None  # this adapter folder has no qualia.json to tell
+    with open_corpus(home, profile) as c:
+        assert body["corpus"] == c.counts()
+    assert body["corpus"]["by_degree"] == {"0": 2, "1": 18, "2": 4} and body["corpus"]["items"]["pinterest"] == 13
 
 
 def test_new_index_version_is_picked_up(client: TestClient, home: Path) -> None:

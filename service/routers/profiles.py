@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from typing import Any
@@ -10,10 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from fastapi.responses import FileResponse
 
-from qualia import workspace
-from qualia.errors import CorruptArtifact, NotFound
+from qualia import report, workspace
+from qualia.errors import CorruptArtifact
+from qualia.workspace import Workspace
 
 from service.deps import ProfileDep, ResourcesDep, ScopeDep, WorkspaceDep, answers, key_scope, open_corpus
+from service.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -98,23 +99,38 @@ def get_image(profile: ProfileDep, image_id: str, ws: WorkspaceDep) -> FileRespo
     )
 
 
-@router.get("/{profile}/report", responses=answers(404, 409))
-def get_report(profile: ProfileDep, ws: WorkspaceDep, resources: ResourcesDep) -> dict[str, Any]:
-    """The evaluation (metrics.json) of the adapter the profile's index was built with, else of its newest adapter."""
-    adapters = ws.adapters_dir(profile)
+def report_version(profile: str, ws: Workspace, resources: Resources) -> str:
+    """The adapter the profile's index was built with, else its newest adapter (what the report describes)."""
     version = None
     if ws.latest_index(profile) is not None:
         try:
             version = resources.index(profile).manifest.get("adapter_version")
         except CorruptArtifact as e:
             log.warning("report of %s: %s", profile, e)
-    version = version or workspace.latest_version(adapters)
+    version = version or workspace.latest_version(ws.adapters_dir(profile))
     if version is None:
         raise HTTPException(404, detail=f"profile {profile!r} has no trained adapter")
-    try:
-        metrics_path = workspace.resolve_version(adapters, version) / "metrics.json"
-        return json.loads(metrics_path.read_text())
-    except (NotFound, FileNotFoundError) as e:
-        raise HTTPException(404, detail=f"adapter {version} of {profile!r} has no evaluation (metrics.json)") from e
-    except ValueError as e:
-        raise HTTPException(409, detail=f"adapter {version} of {profile!r} has an unreadable metrics.json: {e}") from e
+    return version
+
+
+@router.get("/{profile}/report", responses=answers(404, 409))
+def get_report(profile: ProfileDep, ws: WorkspaceDep, resources: ResourcesDep) -> dict[str, Any]:
+    """The evaluation (metrics.json, at the top level) of the adapter the profile's index was built with, else of
+    its newest adapter; beside it the adapter's ``version``, how it was ``training``-ed, the ``corpus`` counts (items
+    by source and degree, pictures, edges) and the ``plots`` training drew, each with its ``url``."""
+    version = report_version(profile, ws, resources)
+    body = report.adapter_report(ws, profile, version)
+    body["plots"] = [{**plot, "url": f"{router.prefix}/{profile}/report/plots/{plot['name']}"} for plot in body["plots"]]
+    return body
+
+
+@router.get(
+    "/{profile}/report/plots/{name}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}}, **answers(404)},
+)
+def get_report_plot(profile: ProfileDep, name: str, ws: WorkspaceDep, resources: ResourcesDep) -> FileResponse:
+    """A plot training drew for the report's adapter (``loss_curve.png``, ``modality_gap.png``)."""
+    path = report.plot_path(ws, profile, report_version(profile, ws, resources), name)
+    # The report's adapter changes with the next index or training: ask again each time (the ETag keeps it cheap).
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
