@@ -162,6 +162,29 @@ def test_clicking_a_result_searches_more_like_it(browser: Any, server: str) -> N
     wait_until(lambda: shown_ids(browser), like)
 
 
+def test_a_mark_on_a_word_search_is_stored_for_training(browser: Any, server: str, trained_home: Path) -> None:
+    from qualia.corpus import Corpus
+
+    words = "tide pool at noon"
+    browser.get(f"{server}/?profile={PROFILE}&q=tide+pool+at+noon")
+    expected = [hit["id"] for hit in api_search(server, {"text": words})]
+    wait_until(lambda: shown_ids(browser), expected)
+    fits, misfit = expected[0], expected[1]
+    browser.find_element("css selector", f'#results > li[data-id="{fits}"] button.fits').click()
+    browser.find_element("css selector", f'#results > li[data-id="{misfit}"] button.not-fits').click()
+    status = "return document.querySelector(`#results > li[data-id='${arguments[0]}'] .feedback-status`).textContent"
+    wait_until(lambda: run(browser, status, fits), "Noted: fits.")
+    wait_until(lambda: run(browser, status, misfit), "Noted: does not fit.")
+    ws = Workspace(trained_home)
+    with Corpus.open(ws, PROFILE, readonly=True) as corpus:
+        marks = {m["target"]: m["fits"] for m in corpus.marks(query=words)}
+    assert marks == {fits: True, misfit: False}
+
+    browser.find_element("css selector", f'#results > li[data-id="{fits}"] button.more').click()
+    wait_until(lambda: shown_ids(browser), [hit["id"] for hit in api_search(server, {"id": fits})])
+    assert run(browser, "return document.querySelectorAll('#results button.fits').length") == 0  # no words: no marks
+
+
 def test_a_picture_searches_when_chosen_dropped_or_pasted(browser: Any, server: str, tmp_path: Path) -> None:
     query = tmp_path / "query.png"
     query.write_bytes(picture(4))

@@ -278,16 +278,14 @@ function resultCard(profile, hit, rank) {
       hit.degree === null || hit.degree === undefined ? null
         : el("span", { class: "degree", text: DEGREES[hit.degree] || `degree ${hit.degree}` }),
       source),
-    feedback(profile, hit));
+    // only words can become training pairs: a picture or "more like this" search offers no marks
+    lastQuery && lastQuery.body.text ? feedback(profile, hit, lastQuery.body.text) : null);
 }
 
 // Marks go to POST /v1/profiles/{p}/feedback as {query, id, fits}; the next training learns from them.
-function feedback(profile, hit) {
+function feedback(profile, hit, query) {
   const status = el("span", { class: "feedback-status", role: "status" });
   const mark = async (fits, button) => {
-    // a text query's own words (a mark may become a training pair); otherwise what the search was
-    const body = lastQuery ? lastQuery.body : {};
-    const query = body.text || (body.id ? `more like ${body.id}` : lastQuery ? lastQuery.description : "");
     status.textContent = "Saving…";
     try {
       await api(profilePath(profile, "feedback"), { query, id: hit.id, fits });
