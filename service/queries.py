@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import HTTPException
@@ -26,15 +27,19 @@ def decode_base64(value: str, settings) -> bytes:
         raise HTTPException(400, detail=f"image_base64 is not valid base64: {e}") from e
 
 
-async def query_vector(resources, encoder, settings, text: str | None, image_bytes: bytes | None) -> tuple[Any, str]:
+async def query_vector(resources, encoder, settings, text: str | None, image_bytes: bytes | None,
+                       then: Callable[[Any, str], Any] | None = None) -> tuple[Any, str]:  # fmt: skip
     """(the query's unit vector, its modality): words or picture bytes through the batching worker;
-    decoding and preprocessing a few at a time (``picture_pool``), so what waits for the worker is small."""
+    decoding and preprocessing a few at a time (``picture_pool``), so what waits for the worker is small.
+    With ``then``: (``then(vector, modality)``, modality), computed on the worker."""
+    modality = "text" if image_bytes is None else "image"
+    after = (lambda vector: then(vector, modality)) if then is not None else None
     if image_bytes is None:
-        return await resources.worker.encode(encoder, "text", query_words(text)), "text"
+        return await resources.worker.encode(encoder, "text", query_words(text), after), modality
     pixels = await asyncio.get_running_loop().run_in_executor(
         resources.picture_pool, lambda: encoder.backbone.preprocess(
             decode_image(image_bytes, settings.max_image_bytes, settings.max_image_pixels)))  # fmt: skip
-    return await resources.worker.encode(encoder, "pixels", pixels), "image"
+    return await resources.worker.encode(encoder, "pixels", pixels, after), modality
 
 
 def fetch_query_picture(url: str, searcher, settings) -> bytes:

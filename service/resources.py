@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from qualia.adapter_bank import LowRankCache
-from qualia.errors import NoIndex
+from qualia.errors import NoIndex, QualiaError
 from qualia.index import ProfileIndex, read_manifest
 from qualia.search import BackboneCache, ProfileSearcher
 from qualia.workspace import Workspace, newest_usable
@@ -105,6 +105,18 @@ class Resources:
                 self._searchers[profile] = cached
                 self._indexes.pop(profile, None)
             return cached[1]
+
+    def current_searcher(self, profile: str) -> ProfileSearcher | None:
+        """The searcher in memory if it is of the newest index version, else None (``searcher`` loads).
+        A listing of the index folder and no reading: cheap enough for the event loop, which saves a
+        request its hop to a worker thread."""
+        cached = self._searchers.get(profile)
+        if cached is None:
+            return None
+        try:
+            return cached[1] if cached[0] == self.newest_version(profile) else None
+        except QualiaError:
+            return None
 
     def searcher_and_encoder(self, profile: str) -> tuple[ProfileSearcher, Encoder]:
         """The profile's searcher and its encoder (reading the adapter again if the cache let it go)."""

@@ -83,3 +83,31 @@ def test_a_stopped_worker_refuses_instead_of_hanging(tiny) -> None:
     worker = EncoderWorker(torch_threads=0)
     with pytest.raises(RuntimeError, match="not running"):
         asyncio.run(worker.encode(Encoder(tiny.model, tiny), "text", "fog"))
+
+
+def test_what_runs_after_a_query_answers_it_and_its_error_stays_its_own(tiny) -> None:
+    encoder = _Gated(tiny.model, tiny)
+    encoder.gate.set()
+    ran_on: list[str] = []
+    worker = EncoderWorker(max_batch=8, torch_threads=0)
+    worker.start()
+
+    def norm(vector: np.ndarray) -> float:
+        ran_on.append(threading.current_thread().name)
+        return float(np.linalg.norm(vector))
+
+    def fails(vector: np.ndarray) -> float:
+        raise LookupError("no such row")
+
+    async def main() -> list:
+        return await asyncio.gather(worker.encode(encoder, "text", WORDS[0], norm),
+                                    worker.encode(encoder, "text", WORDS[1], fails),
+                                    worker.encode(encoder, "text", WORDS[2]), return_exceptions=True)  # fmt: skip
+
+    try:
+        answered, failed, plain = asyncio.run(main())
+    finally:
+        worker.stop()
+    assert answered == pytest.approx(1.0, abs=1e-5) and ran_on == ["encoder"]  # on the worker, not the loop
+    assert isinstance(failed, LookupError)
+    assert plain.shape == (tiny.embed_dim,)

@@ -139,14 +139,16 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
     options, text, image_bytes, body = await _parse(request, settings)
     k = options.k or settings.default_k
     started = time.perf_counter()
-    searcher, encoder = await run_in_threadpool(resources.searcher_and_encoder, profile)
+    searcher = resources.current_searcher(profile) or await run_in_threadpool(resources.searcher, profile)
     if body is not None and body.id is not None:
         results = await run_in_threadpool(searcher.search_like, body.id, k, options.modality)
     else:
         if body is not None and body.image_url is not None:
             image_bytes = await run_in_threadpool(fetch_query_picture, body.image_url, searcher, settings)
-        vector, query_modality = await query_vector(resources, encoder, settings, text, image_bytes)
-        results = await run_in_threadpool(searcher.search_vector, vector, query_modality, k, options.modality)
+        encoder = await run_in_threadpool(lambda: searcher.encoder)  # may read the adapter again
+        results, _ = await query_vector(
+            resources, encoder, settings, text, image_bytes,
+            then=lambda vector, query_modality: searcher.search_vector(vector, query_modality, k, options.modality))
     return {
         "results": [with_image_link(profile, searcher.index, r) for r in results],
         "adapter": searcher.adapter_version,
