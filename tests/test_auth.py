@@ -139,3 +139,22 @@ def test_the_page_and_docs_stay_open_while_the_data_is_closed(client: TestClient
     assert client.get("/v1/profiles").status_code == 401
     assert client.get(f"/v1/profiles/{PROFILE}/report/plots/loss_curve.png").status_code == 401
     assert client.get(f"/v1/profiles/{PROFILE}/report/plots/loss_curve.png", headers=bearer(key)).status_code == 200
+
+
+def test_clip_retrievals_endpoints_keep_a_key_to_its_profile(client: TestClient, home: Path) -> None:
+    alice = bearer(keys.create_key(Workspace(home), PROFILE))
+    assert client.get("/indices-list", headers=alice).json() == [PROFILE]
+    assert client.get("/indices-list").status_code == 401
+    knn = {"text": "a rock pool", "modality": "image", "num_images": 3}
+    mine = client.post("/knn-service", json={**knn, "indice_name": PROFILE}, headers=alice)
+    assert mine.status_code == 200 and mine.json()
+    theirs = client.post("/knn-service", json={**knn, "indice_name": OTHER}, headers=alice)
+    missing = client.post("/knn-service", json={**knn, "indice_name": "nobody"}, headers=alice)
+    assert theirs.status_code == missing.status_code == 404
+    assert theirs.json()["detail"].replace(OTHER, "?") == missing.json()["detail"].replace("nobody", "?")
+    ids = [hit["id"] for hit in mine.json()]
+    assert client.post("/metadata", json={"indice_name": OTHER, "ids": ids}, headers=alice).status_code == 404
+    found = client.post("/metadata", json={"indice_name": PROFILE, "ids": ids}, headers=alice).json()
+    assert [entry["id"] for entry in found] == ids and all(entry["metadata"] for entry in found)
+    mark = {"query": "a rock pool", "id": f"img-{image_sha(home)}", "fits": True}
+    assert client.post(f"/v1/profiles/{OTHER}/feedback", json=mark, headers=alice).status_code == 404
