@@ -13,6 +13,7 @@ returns, and each index's milliseconds per query.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 import time
@@ -27,7 +28,7 @@ from qualia import procedural
 from qualia.backbone import load_backbone
 from qualia.config import TINY_BACKBONE
 from qualia.embed import Encoder
-from qualia.index import ProfileIndex, new_faiss_index
+from qualia.index import Rows, ProfileIndex, new_faiss_index
 
 
 def _embed(encoder: Encoder, seeds: range) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +54,7 @@ def _index(vectors: np.ndarray, n_images: int, threshold: int) -> ProfileIndex:
                 "rows": {"image": [0, n_images], "text": [n_images, len(vectors)]}}  # fmt: skip
     rows = [{"id": str(i), "modality": "image" if i < n_images else "text", "text": None, "image_url": None,
              "source": None, "source_url": None, "degree": None} for i in range(len(vectors))]
-    return ProfileIndex(Path("benchmark"), manifest, index, rows)
+    return ProfileIndex(Path("benchmark"), manifest, index, Rows("\n".join(json.dumps(r) for r in rows).encode()))
 
 
 def main() -> int:
