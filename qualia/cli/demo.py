@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from qualia.cli.format import format_counts, format_eval, format_results, say
 from qualia.workspace import Workspace
@@ -155,7 +156,8 @@ def run_demo(ws: Workspace, profile: str = "demo", epochs: int | None = None, as
     timings["total_s"] = time.perf_counter() - started
     say(as_json, "\n" + "  ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     say(as_json, "\nWhat the adapter changed: " + what_changed(report, mixed_key(manifest)) + ".")
-    say(as_json, f"\nNext: `QUALIA_HOME={ws.root} qualia serve` and open http://127.0.0.1:8000/docs")
+    page = f"http://127.0.0.1:8000/?{urlencode({'profile': profile, 'q': queries[0]})}"
+    say(as_json, f"\nNext: `QUALIA_HOME={ws.root} qualia serve` and open {page} (the API: /docs)")
     if as_json:
         sys.stdout.write(json.dumps({"profile": profile, "corpus": counts, "eval": report, "adapter": adapter.name,
                                      "index": index.name, "queries": answers, "cues": cues, "timings": timings}) + "\n")
