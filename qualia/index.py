@@ -620,4 +620,5 @@ class ProfileIndex:
             "source": row["source"],
             "source_url": row["source_url"],
             "degree": row["degree"],
+            "sha256": row.get("sha256"),  # its picture's (a text's: the one it describes), for links and files
         }

@@ -195,15 +195,14 @@ class ProfileSearcher:
         return self.index.search(query, k=k, modality=modality, query_modality=query_modality)
 
 
-def with_files(ws: workspace.Workspace, profile: str, index: ProfileIndex,
-               results: list[dict[str, Any]]) -> list[dict[str, Any]]:  # fmt: skip
+def with_files(ws: workspace.Workspace, profile: str, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``results`` with ``file``: the absolute path of each result's picture in the workspace (a text's:
     the picture it describes), which outlives the site it came from; None when there is none on disk."""
     from qualia.corpus import Corpus
 
     with Corpus.open(ws, profile, readonly=True) as corpus:
         def file_of(result: dict[str, Any]) -> str | None:
-            sha = (index.row(result["id"]) or {}).get("sha256")
+            sha = result.get("sha256")
             path = corpus.image_path(sha) if sha else None
             return str(path.resolve()) if path is not None and path.is_file() else None
 

@@ -50,7 +50,7 @@ def fetch_query_picture(url: str, searcher, settings) -> bytes:
         raise HTTPException(e.status, detail=e.detail) from e
 
 
-def with_image_link(profile: str, index, result: dict[str, Any]) -> dict[str, Any]:
+def with_image_link(profile: str, result: dict[str, Any]) -> dict[str, Any]:
     """``result`` with ``image``: the service's URL of its picture (a text's: the picture it describes), or None."""
-    sha = (index.row(result["id"]) or {}).get("sha256")
+    sha = result.get("sha256")
     return {**result, "image": f"/v1/profiles/{profile}/images/img-{sha}" if sha else None}

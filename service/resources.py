@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from typing import TYPE_CHECKING
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+RACY_NS = 2_000_000_000  # a folder changed this recently may change again within its mtime's tick
+
 
 class Resources:
     def __init__(self, ws: Workspace, device: str = "cpu", concurrent_images: int = 2,
@@ -43,6 +46,7 @@ class Resources:
         # profile -> (its newest version on disk when loaded, what was loaded: that one or an older usable one)
         self._searchers: dict[str, tuple[str, ProfileSearcher]] = {}
         self._indexes: dict[str, tuple[str, ProfileIndex]] = {}
+        self._newest: dict[str, tuple[tuple[int, int], str]] = {}  # profile -> (index folder's inode and mtime, newest)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -58,11 +62,28 @@ class Resources:
             return self._locks.setdefault(profile, threading.Lock())
 
     def newest_version(self, profile: str) -> str:
-        """The name of the profile's newest index version on disk (the cache key: a new one means reload)."""
-        folder = self.ws.latest_index(profile)
-        if folder is None:
+        """The name of the profile's newest index version on disk (the cache key: a new one means reload).
+
+        Listing the folder stats every version in it, at every request; a version lands by a rename into
+        the folder, which changes the folder's mtime, so one ``stat`` says whether the last listing still
+        holds. The kernel stamps mtimes from a coarse clock: a listing made within ``RACY_NS`` of the
+        folder's last change is not trusted, since a change in the same tick would leave the stamp as it was.
+        """
+        folder = self.ws.index_dir(profile)
+        try:
+            st = folder.stat()
+            stamp = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            stamp = None
+        known = self._newest.get(profile)
+        if known is not None and stamp is not None and known[0] == stamp:
+            return known[1]
+        latest = self.ws.latest_index(profile)
+        if latest is None:
             raise NoIndex(f"profile {profile!r} has no index yet")
-        return folder.name
+        if stamp is not None and time.time_ns() - stamp[1] > RACY_NS:
+            self._newest[profile] = (stamp, latest.name)
+        return latest.name
 
     def preload(self) -> None:
         """Load the backbone of every profile's newest usable index, so the first query is fast."""

@@ -97,7 +97,9 @@ def test_picture_queried_by_its_own_embedding_comes_first(built: dict[str, Any])
         hits = index.search(query, k=3, modality="image")
         assert hits[0]["id"] == f"img-{occ.sha256}"
         assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
-        assert set(hits[0]) == {"id", "modality", "score", "text", "image_url", "source", "source_url", "degree"}
+        assert set(hits[0]) == {"id", "modality", "score", "text", "image_url", "source", "source_url", "degree",
+                                "sha256"}  # fmt: skip
+        assert hits[0]["sha256"] == occ.sha256
 
 
 def test_modality_filter_and_order(built: dict[str, Any]) -> None:

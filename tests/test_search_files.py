@@ -17,7 +17,7 @@ from tests.helpers import CDN, PINIMG, PROFILE
 def test_results_carry_their_pictures_file_in_the_workspace(service_home: Path) -> None:
     ws = Workspace(service_home)
     searcher = ProfileSearcher.load(ws, PROFILE)
-    results = with_files(ws, PROFILE, searcher.index, searcher.search_text("a rock pool", k=50))
+    results = with_files(ws, PROFILE, searcher.search_text("a rock pool", k=50))
     assert {r["modality"] for r in results} == {"image", "text"}
     for r in results:
         sha = searcher.index.row(r["id"])["sha256"]

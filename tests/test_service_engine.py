@@ -161,3 +161,33 @@ def test_metrics_count_requests_by_endpoint_and_status(service_client: TestClien
     assert float(count.split()[-1]) >= 1
     assert f'qualia_index_rows{{modality="image",profile="{PROFILE}"}} 27.0' in text
     assert "qualia_adapters_loaded" in text
+
+
+def test_the_newest_index_version_is_seen_the_moment_it_lands(tmp_path: Path) -> None:
+    """The folder listing is kept while the index folder's stamp holds, and never trusted within the
+    stamp's tick: a version renamed in right after a listing is seen by the next request."""
+    import os
+
+    from qualia import workspace
+    from qualia.workspace import Workspace
+    from service.resources import RACY_NS, Resources
+
+    ws = Workspace(tmp_path)
+    folder = ws.index_dir("ada")
+    folder.mkdir(parents=True)
+    resources = Resources(ws)
+    first = workspace.new_version()
+    (folder / first).mkdir()
+    assert resources.newest_version("ada") == first  # changed just now: listed, not kept
+    second = workspace.new_version()
+    (folder / second).mkdir()
+    assert resources.newest_version("ada") == second
+    past = time.time_ns() - 2 * RACY_NS
+    os.utime(folder, ns=(past, past))
+    assert resources.newest_version("ada") == second
+    (folder / second).rename(folder / f".gone-{second}")  # not a version any more, stamp kept old on purpose
+    os.utime(folder, ns=(past, past))
+    assert resources.newest_version("ada") == second  # the stamp held: the kept listing answers
+    third = workspace.new_version()
+    (folder / third).mkdir()  # a real landing moves the stamp
+    assert resources.newest_version("ada") == third

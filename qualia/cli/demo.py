@@ -81,7 +81,7 @@ def personal_searches(ws: Workspace, profile: str, searcher: Any, queries: list[
 
     answers, shown = [], []
     for query in queries:
-        results = with_files(ws, profile, searcher.index, searcher.search_text(query, k=k, modality="image"))
+        results = with_files(ws, profile, searcher.search_text(query, k=k, modality="image"))
         answers.append({"query": query, "results": results})
         shown.append(f'\n"{query}"\n{format_results(results)}')
     return answers, "".join(shown)

@@ -210,7 +210,7 @@ def cmd_search(ws: Workspace, args: argparse.Namespace) -> int:
     else:
         results = searcher.search_text(args.text, k=args.k, modality=args.modality)
     took_ms = (time.perf_counter() - started) * 1000
-    results = with_files(ws, args.profile, searcher.index, results)
+    results = with_files(ws, args.profile, results)
     emit(
         {"results": results, "adapter": searcher.adapter_version, "index": searcher.index_version, "took_ms": took_ms},
         args.json,

@@ -73,8 +73,8 @@ def _profile(body: dict[str, Any], ws: workspace.Workspace, scope: str | None) -
     return name
 
 
-def _metadata(request: Request, profile: str, index: Any, row: dict[str, Any]) -> dict[str, Any]:
-    image = with_image_link(profile, index, {"id": row["id"]})["image"]
+def _metadata(request: Request, profile: str, row: dict[str, Any]) -> dict[str, Any]:
+    image = with_image_link(profile, row)["image"]
     url = str(request.base_url).rstrip("/") + image if image else row.get("image_url")
     return {"url": url, "caption": row.get("text"), "qualia_id": row["id"], "modality": row["modality"],
             "source_url": row.get("source_url"), "degree": row.get("degree")}  # fmt: skip
@@ -123,10 +123,9 @@ async def knn_service(request: Request, ws: WorkspaceDep, scope: ScopeDep, setti
     else:
         found = await run_in_threadpool(searcher.index.search, vector, wanted, modality)
     if body.get("deduplicate"):
-        found = _deduplicated(found, searcher.index)
-    index = searcher.index
-    return [{**_metadata(request, profile, index, index.row(r["id"])), "id": numeric_id(r["id"]),
-             "similarity": r["score"]} for r in found[:num_images]]  # fmt: skip
+        found = _deduplicated(found)
+    return [{**_metadata(request, profile, r), "id": numeric_id(r["id"]), "similarity": r["score"]}
+            for r in found[:num_images]]  # a result holds what the metadata shows of its row
 
 
 def _embedding(value: Any, dim: int) -> np.ndarray:
@@ -140,10 +139,10 @@ def _embedding(value: Any, dim: int) -> np.ndarray:
     return vector / norm
 
 
-def _deduplicated(found: list[dict[str, Any]], index: Any) -> list[dict[str, Any]]:
+def _deduplicated(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen, kept = set(), []
     for result in found:
-        sha = (index.row(result["id"]) or {}).get("sha256")
+        sha = result.get("sha256")
         if sha and sha in seen:
             continue
         seen.add(sha)
@@ -168,7 +167,7 @@ async def metadata(request: Request, ws: WorkspaceDep, scope: ScopeDep, resource
         except (TypeError, ValueError, OverflowError):
             raise HTTPException(422, detail="ids must be numbers") from None
         row = index.row(by_number[number]) if number in by_number else None
-        answer.append({"id": number, "metadata": _metadata(request, profile, index, row) if row else None})
+        answer.append({"id": number, "metadata": _metadata(request, profile, row) if row else None})
     return answer
 
 

@@ -150,7 +150,7 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
             resources, encoder, settings, text, image_bytes,
             then=lambda vector, query_modality: searcher.search_vector(vector, query_modality, k, options.modality))
     return {
-        "results": [with_image_link(profile, searcher.index, r) for r in results],
+        "results": [with_image_link(profile, r) for r in results],
         "adapter": searcher.adapter_version,
         "index": searcher.index_version,
         "took_ms": round((time.perf_counter() - started) * 1000, 3),
