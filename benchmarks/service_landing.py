@@ -30,14 +30,10 @@ import httpx
 import numpy as np
 
 from _report import emit, machine
-from _sample import sample_person
-from qualia.config import TINY_BACKBONE, TrainSettings
-from qualia.corpus import Corpus
-from qualia.index import index_profile, read_manifest
-from qualia.pairs import corpus_pairs
-from qualia.train import train_profile
+from qualia.config import TINY_BACKBONE
+from qualia.index import read_manifest
 from qualia.workspace import Workspace
-from service_load import PROFILE, serve
+from service_load import PROFILE, person_queries, prepare_person, serve
 
 
 def _clients(base: str, queries: list[str], clients: int, stop: threading.Event) -> list[tuple[float, float, Any]]:
@@ -75,15 +71,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     source = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-landing-"))
-    sample_person(source, PROFILE)
-    if source.latest_index(PROFILE) is None:
-        index_profile(source, PROFILE, train_profile(source, PROFILE, TrainSettings(backbone=TINY_BACKBONE)).name)
+    prepare_person(source)
     ws = Workspace(Path(tempfile.mkdtemp(prefix="qualia-landing-served-")))
     shutil.copytree(source.profile_dir(PROFILE), ws.profile_dir(PROFILE))
     shutil.copytree(source.images_dir, ws.images_dir)
-    with Corpus.open(ws, PROFILE, readonly=True) as corpus:
-        texts = sorted({p.text for p in corpus_pairs(corpus)})
-    queries = [texts[(i * 7919) % len(texts)][:60] for i in range(300)]
+    queries = person_queries(ws, 300)
     env = {**os.environ, "QUALIA_HOME": str(ws.root), "HF_HUB_OFFLINE": "1"}
     server = serve(ws, args.port, 1)
     stop = threading.Event()

@@ -61,6 +61,21 @@ def _client_loop(base: str, queries: list[str], latencies: list[float], stop: th
             r.raise_for_status()
 
 
+def prepare_person(ws: Workspace) -> None:
+    """The sample person crawled into ``ws``, trained (qualia-tiny) and indexed, unless already there."""
+    sample_person(ws, PROFILE)
+    if ws.latest_index(PROFILE) is None:
+        adapter = train_profile(ws, PROFILE, TrainSettings(backbone=TINY_BACKBONE))
+        index_profile(ws, PROFILE, adapter.name)
+
+
+def person_queries(ws: Workspace, n: int) -> list[str]:
+    """``n`` queries drawn from the corpus's own texts (spread over them, cut to 60 characters)."""
+    with Corpus.open(ws, PROFILE, readonly=True) as corpus:
+        texts = sorted({p.text for p in corpus_pairs(corpus)})
+    return [texts[(i * 7919) % len(texts)][:60] for i in range(n)]
+
+
 def in_process(ws: Workspace, queries: list[str]) -> dict[str, float]:
     import torch
 
@@ -147,13 +162,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ws = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-load-"))
-    sample_person(ws, PROFILE)
-    if ws.latest_index(PROFILE) is None:
-        adapter = train_profile(ws, PROFILE, TrainSettings(backbone=TINY_BACKBONE))
-        index_profile(ws, PROFILE, adapter.name)
-    with Corpus.open(ws, PROFILE, readonly=True) as corpus:
-        texts = sorted({p.text for p in corpus_pairs(corpus)})
-    queries = [texts[(i * 7919) % len(texts)][:60] for i in range(args.queries)]
+    prepare_person(ws)
+    queries = person_queries(ws, args.queries)
     result: dict[str, Any] = {"machine": machine(), "profile": PROFILE, "clients": args.clients,
                               "in_process": in_process(ws, queries)}  # fmt: skip
     for threads in (int(t) for t in args.threads.split(",")):

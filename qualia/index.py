@@ -489,7 +489,6 @@ class ProfileIndex:
         self.dim = int(manifest["dim"])
         self.index = index
         self.rows = rows
-        self._position = rows.position
 
     @classmethod
     def load(cls, folder: Path) -> ProfileIndex:
@@ -547,7 +546,7 @@ class ProfileIndex:
     def stored_vector(self, row_id: str) -> np.ndarray:
         """The (dim,) vector row ``row_id`` is stored as (centered, if the index is): a query for
         "more like this" that needs no encoder. NotFound when the index has no such row."""
-        position = self._position.get(row_id)
+        position = self.rows.position.get(row_id)
         if position is None:
             raise NotFound(f"no {str(row_id)[:80]!r} in index {self.version}")
         return self.index.reconstruct(position)
