@@ -159,22 +159,35 @@ def _low_rank_linear(module: torch.nn.Linear, pair: Pair) -> Callable[[torch.Ten
 
 
 def _low_rank_attention(module: torch.nn.MultiheadAttention, packed: Pair | None, out: Pair | None) -> Callable:
-    """``nn.MultiheadAttention.forward`` for self-attention (query, key and value one tensor, as open_clip's
-    blocks call it) with LoRA on the packed q, k, v projection and on ``out_proj``, applied to activations."""
-    heads = module.num_heads
+    """``nn.MultiheadAttention.forward`` with LoRA on the packed q, k, v projection and on ``out_proj``,
+    applied to activations: self-attention as open_clip's blocks call it, or some positions' queries
+    over one key-and-value tensor (``towers``' last block, with a padding mask)."""
+    heads, width = module.num_heads, module.embed_dim
+
+    def project(x: torch.Tensor, part: slice) -> torch.Tensor:
+        y = F.linear(x, module.in_proj_weight[part], module.in_proj_bias[part] if module.in_proj_bias is not None else None)
+        if packed is not None:
+            y = y + packed[2] * F.linear(F.linear(x, packed[0]), packed[1][part])
+        return y
 
     def forward(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 need_weights: bool = True, attn_mask: torch.Tensor | None = None, **unused: object) -> tuple[torch.Tensor, None]:  # fmt: skip
-        if key is not query or value is not query or key_padding_mask is not None:
-            raise NotImplementedError("LoRA on activations serves self-attention without a padding mask only")
-        x = query if module.batch_first else query.transpose(0, 1)  # (n, length, width)
-        n, length, width = x.shape
-        qkv = F.linear(x, module.in_proj_weight, module.in_proj_bias)  # (n, length, 3 * width)
-        if packed is not None:
-            qkv = qkv + packed[2] * F.linear(F.linear(x, packed[0]), packed[1])
-        q, k, v = qkv.view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # each (n, heads, length, d)
-        if attn_mask is not None and attn_mask.dtype == torch.bool:  # MultiheadAttention's True masks out
+        if value is not key:
+            raise NotImplementedError("LoRA on activations serves attention with one key-and-value tensor only")
+        q_in, kv_in = (t if module.batch_first else t.transpose(0, 1) for t in (query, key))  # (n, length, width)
+        n, length, kv_length = q_in.shape[0], q_in.shape[1], kv_in.shape[1]
+        if query is key:
+            q, k, v = project(q_in, slice(None)).view(n, length, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+        else:
+            q = project(q_in, slice(0, width)).view(n, length, heads, width // heads).transpose(1, 2)
+            k, v = project(kv_in, slice(width, None)).view(n, kv_length, 2, heads, width // heads).permute(2, 0, 3, 1, 4)
+        # each (n, heads, length, d); masks: MultiheadAttention's True masks out, SDPA's True lets through
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
             attn_mask = torch.zeros_like(attn_mask, dtype=q.dtype).masked_fill(attn_mask, float("-inf"))
+        if key_padding_mask is not None:
+            padding = torch.zeros(n, 1, 1, kv_length, dtype=q.dtype, device=q.device)
+            padding = padding.masked_fill(key_padding_mask.view(n, 1, 1, kv_length), float("-inf"))
+            attn_mask = padding if attn_mask is None else attn_mask + padding
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask).transpose(1, 2).reshape(n, length, width)
         projected = F.linear(y, module.out_proj.weight, module.out_proj.bias)
         if out is not None:

@@ -7,7 +7,9 @@ is the whole text tower on tokens cut after the batch's longest text.
 
 Exact for open_clip's ``CLIP`` (the models qualia trains: a ViT image tower, a causal text tower read at
 the end-of-text token); ``tests/test_towers.py`` checks trunk + head against ``encode_image`` and
-``encode_text``. ``model`` may be a peft model around the CLIP: its LoRA layers sit inside the blocks.
+``encode_text``. The last block of a head runs at the one position the feature is read from (the class
+token, the end-of-text token): attention still reads every position, but the other positions' outputs,
+which nothing reads, are not computed; that is most of a block (its MLP and projections). ``model`` may be a peft model around the CLIP: its LoRA layers sit inside the blocks.
 Shapes: pixels (n, 3, S, S); tokens (n, context_length) long; activations (n, sequence, width).
 """
 
@@ -46,6 +48,29 @@ def _blocks(transformer: torch.nn.Module, x: torch.Tensor, start: int, stop: int
     return x if transformer.batch_first else x.transpose(0, 1)
 
 
+def _plain_block(block: torch.nn.Module) -> bool:
+    """open_clip's ``ResidualAttentionBlock`` (self-attention), LoRA wrapped or not."""
+    return all(hasattr(block, name) for name in ("ln_1", "attn", "ls_1", "ln_2", "mlp", "ls_2")) and not hasattr(block, "ln_1_kv")
+
+
+def _last_block_at(transformer: torch.nn.Module, x: torch.Tensor, position: torch.Tensor,
+                   ignored: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    """The last block's output at one position per row: (n, width). ``x`` (n, length, width) is its input,
+    ``position`` (n,) long, ``ignored`` (n, length) bool: keys that row's position must not attend to."""
+    block = transformer.resblocks[-1]
+    rows = torch.arange(x.shape[0], device=x.device)
+    normed = block.ln_1(x)
+    query = normed[rows, position].unsqueeze(1)  # (n, 1, width)
+    keys = normed
+    if not transformer.batch_first:
+        query, keys = query.transpose(0, 1), keys.transpose(0, 1)
+    attended = block.attn(query, keys, keys, need_weights=False, key_padding_mask=ignored)[0]
+    if not transformer.batch_first:
+        attended = attended.transpose(0, 1)
+    h = x[rows, position].unsqueeze(1) + block.ls_1(attended)
+    return (h + block.ls_2(block.mlp(block.ln_2(h))))[:, 0]
+
+
 def image_trunk(model: torch.nn.Module, pixels: torch.Tensor, stop: int) -> torch.Tensor:
     """The image tower's tokens after its first ``stop`` blocks: (n, 1 + patches, width)."""
     visual = clip_of(model).visual
@@ -55,7 +80,14 @@ def image_trunk(model: torch.nn.Module, pixels: torch.Tensor, stop: int) -> torc
 def image_head(model: torch.nn.Module, activations: torch.Tensor, start: int) -> torch.Tensor:
     """Blocks ``start`` on, pooling and projection: (n, embed_dim), not normalized."""
     visual = clip_of(model).visual
-    pooled, _ = visual._pool(_blocks(visual.transformer, activations, start, None))
+    transformer = visual.transformer
+    last = len(transformer.resblocks) - 1
+    if start <= last and visual.attn_pool is None and visual.pool_type == "tok" and _plain_block(transformer.resblocks[-1]):
+        x = _blocks(transformer, activations, start, last)
+        at = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)  # the class token, first
+        pooled = visual.ln_post(_last_block_at(transformer, x, at))
+    else:
+        pooled, _ = visual._pool(_blocks(transformer, activations, start, None))
     return pooled @ visual.proj if visual.proj is not None else pooled
 
 
@@ -84,9 +116,17 @@ def text_head(model: torch.nn.Module, activations: torch.Tensor, tokens: torch.T
     ``activations`` may be longer than the batch's longest text (padding rows of a cache): cut here."""
     clip = clip_of(model)
     length = text_length(tokens)
-    x = _blocks(clip.transformer, activations[:, :length], start, None, clip.attn_mask[:length, :length])
+    transformer = clip.transformer
+    last = len(transformer.resblocks) - 1
+    at = tokens[:, :length].argmax(dim=-1)  # the end-of-text token: the highest id
+    x = _blocks(transformer, activations[:, :length], start, last, clip.attn_mask[:length, :length])
+    if start <= last and _plain_block(transformer.resblocks[-1]):
+        # causal: the end-of-text token reads itself and what precedes it
+        x = _last_block_at(transformer, x, at, torch.arange(length, device=x.device)[None, :] > at[:, None])
+    else:
+        x = _blocks(transformer, x, max(start, last), None, clip.attn_mask[:length, :length])
+        x = x[torch.arange(x.shape[0], device=x.device), at]
     x = clip.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), tokens[:, :length].argmax(dim=-1)]
     projection = clip.text_projection
     if projection is None:
         return x

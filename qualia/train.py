@@ -98,11 +98,32 @@ class _Data:
         return model.encode_image(self.pixels[rows].to(device, torch.float32))
 
     def text_features(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """(len(rows), embed_dim) of the texts of pairs ``rows``, not normalized."""
+        """(len(rows), embed_dim) of the texts of pairs ``rows``, not normalized. The rows run in groups of
+        similar length, each cut to its longest text: a batch drawn at random pays for its texts' tokens,
+        not for its longest text times its size (exact: no text's feature depends on another's)."""
+        groups = max(1, min(TEXT_GROUPS, len(rows) // TEXT_GROUP_ROWS))
+        if groups == 1:
+            return self._text_features(model, rows, device)
+        order = torch.argsort(text_lengths(self.tokens[rows]), stable=True)
+        features = torch.cat([self._text_features(model, rows[group], device) for group in order.tensor_split(groups)])
+        return features[torch.argsort(order).to(features.device)]
+
+    def _text_features(self, model: torch.nn.Module, rows: torch.Tensor, device: torch.device) -> torch.Tensor:
         tokens = self.tokens[rows].to(device)
         if self.text_acts is not None:
             return towers.text_head(model, self.text_acts[rows].to(device, torch.float32), tokens, self.text_start)
         return towers.encode_text(model, tokens)
+
+
+# a batch's texts run in up to TEXT_GROUPS groups of at least TEXT_GROUP_ROWS texts (fewer, larger matrix
+# products cost less per token; measured on ViT-B-32 in docs/benchmarks.md)
+TEXT_GROUPS = 4
+TEXT_GROUP_ROWS = 16
+
+
+def text_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """(n,) tokens of each row up to its end (padding is id 0)."""
+    return (tokens != 0).sum(dim=1)
 
 
 def _build_data(pairs: list[Pair], backbone: Backbone, row_of_image: dict[str, int], pixels: torch.Tensor) -> _Data:
@@ -184,9 +205,17 @@ def contrastive_loss(
 
     ``generic_anchor`` > 0 adds, at that weight, the mean cosine distance of the batch's generic replay
     rows from where the frozen backbone put them (``_Data.anchor_*``)."""
+    images = data.image_features(model, data.image_of[batch], device)
+    texts = data.text_features(model, batch, device)
+    return _loss_of(images, texts, data, batch, logit_scale, device, text_negatives, generic_anchor)
+
+
+def _loss_of(images: torch.Tensor, texts: torch.Tensor, data: _Data, batch: torch.Tensor, logit_scale: torch.Tensor,
+             device: torch.device, text_negatives: float = 0.0, generic_anchor: float = 0.0) -> torch.Tensor:  # fmt: skip
+    """``contrastive_loss`` of features already computed: ``images`` and ``texts`` (len(batch), dim), the
+    pairs' pictures and texts, not normalized."""
     image_of, text_of = data.image_of[batch], data.text_of[batch]
-    images = F.normalize(data.image_features(model, image_of, device), dim=-1)
-    texts = F.normalize(data.text_features(model, batch, device), dim=-1)
+    images, texts = F.normalize(images, dim=-1), F.normalize(texts, dim=-1)
     logits = logit_scale * texts @ images.T  # (b, b): row = text, column = picture
     same_image, same_text = image_of[:, None] == image_of[None, :], text_of[:, None] == text_of[None, :]
     same = (same_image | same_text) & ~torch.eye(len(batch), dtype=torch.bool)
@@ -300,20 +329,6 @@ def _cpu_threads(device: str) -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
-def _mean_loss(model: torch.nn.Module, data: _Data, batch_size: int, scale: torch.Tensor, device: torch.device) -> float | None:
-    n = len(data.tokens)
-    if n < 2:
-        return None
-    model.eval()
-    total, weight = 0.0, 0.0
-    with torch.no_grad():
-        for batch in _batches(n, batch_size, seed=0, epoch=0):
-            w = float(data.weight[batch].sum())
-            total += float(contrastive_loss(model, data, batch, scale, device)) * w
-            weight += w
-    return total / weight
-
-
 def _report(epoch: int, epochs: int, record: dict[str, Any], steps: tqdm) -> None:
     val = record.get("val_loss")
     line = f"train loss {record['train_loss']:.4f}" + (f"  val loss {val:.4f}" if val is not None else "")
@@ -323,17 +338,29 @@ def _report(epoch: int, epochs: int, record: dict[str, Any], steps: tqdm) -> Non
     steps.set_postfix_str(f"epoch {epoch}: {line}", refresh=True)
 
 
-def _validation_recall(run: _Run, material: _Material, backbone: Backbone) -> dict[str, float]:
-    """Held-out recall@10 both ways of the model as it is now (what early stopping watches)."""
+def _validation(run: _Run, material: _Material, backbone: Backbone, batch_size: int) -> dict[str, Any]:
+    """Held-out loss and recall@10 both ways of the model as it is now (what early stopping watches), from
+    one pass over the held-out pictures and texts."""
     data, model, device = material.val_data, run.model, backbone.device
     picture_rows = torch.tensor([material.row_of_image[s] for s in unique_images(material.val)])
     model.eval()  # the next epoch sets train() again
     with torch.no_grad():  # through the cached trunks when there are any
         images = _in_chunks(picture_rows, lambda rows: data.image_features(model, rows, device))
         texts = _in_chunks(torch.arange(len(data.tokens)), lambda rows: data.text_features(model, rows, device))
+        val_loss = None
+        if len(data.tokens) >= 2:
+            image_at = torch.full((len(material.pixels),), -1, dtype=torch.long)
+            image_at[picture_rows] = torch.arange(len(picture_rows))
+            total, weight = 0.0, 0.0
+            for batch in _batches(len(data.tokens), batch_size, seed=0, epoch=0):
+                w = float(data.weight[batch].sum())
+                loss = _loss_of(images[image_at[data.image_of[batch]].to(images.device)], texts[batch.to(texts.device)],
+                                data, batch, run.scale, device)  # fmt: skip
+                total, weight = total + float(loss) * w, weight + w
+            val_loss = total / weight
     texts, images = (F.normalize(x.float(), dim=-1).cpu().numpy() for x in (texts, images))
     metrics = retrieval_metrics(texts, images, material.val)
-    return {"val_t2i_r10": metrics["t2i"]["r10"], "val_i2t_r10": metrics["i2t"]["r10"]}
+    return {"val_loss": val_loss, "val_t2i_r10": metrics["t2i"]["r10"], "val_i2t_r10": metrics["i2t"]["r10"]}
 
 
 def _score(record: dict[str, Any]) -> tuple[float, float]:
@@ -609,8 +636,7 @@ def _epochs(
         record = {
             "epoch": epoch + 1,
             "train_loss": sum(losses) / len(losses),
-            "val_loss": _mean_loss(run.model, material.val_data, settings.batch_size, run.scale, device),
-            **_validation_recall(run, material, backbone),
+            **_validation(run, material, backbone, settings.batch_size),
         }
         record["seconds"] = round(time.monotonic() - started, 2)  # steps and validation: what one more epoch costs
         run.history.append(record)

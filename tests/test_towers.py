@@ -158,3 +158,33 @@ def test_a_text_trunk_through_trained_tokens_gives_the_whole_towers_embeddings(t
         start = depths(tiny.model)[1] - 2
         cut = text_head(model, _text_trunks(tokens, model, start, torch.device("cpu")).float(), tokens, start)
     assert torch.allclose(cut, whole, atol=5e-3), float((cut - whole).abs().max())
+
+
+def test_a_batch_of_texts_in_length_groups_gives_each_text_its_own_feature_and_gradient(tiny, monkeypatch) -> None:
+    """Training runs a batch's texts in groups of similar length, each cut to its longest: the features, and
+    the gradients reaching LoRA and the trained token rows, are those of the batch run as one."""
+    from qualia import train
+
+    texts = [("grain " * (i % 9 + 1)) + f"morning {i}" for i in range(40)]
+    tokens = tiny.tokenizer(texts)
+    ids = sorted(set(tokens.flatten().tolist()) - {0})
+    model = attach_lora(tiny, TrainSettings(backbone="qualia-tiny", lora_blocks=2).lora(ids, depths(tiny.model)))
+    _nudged(model)
+    data = train._Data(pixels=torch.zeros(0), tokens=tokens, image_of=torch.zeros(40, dtype=torch.long),
+                       text_of=torch.arange(40), weight=torch.ones(40))  # fmt: skip
+    rows = torch.randperm(40, generator=torch.Generator().manual_seed(0))[:36]
+
+    def features_and_grads(groups: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        monkeypatch.setattr(train, "TEXT_GROUPS", groups)
+        model.zero_grad()
+        features = data.text_features(model, rows, torch.device("cpu"))
+        (features * torch.linspace(-1, 1, features.shape[1])).sum().backward()
+        return features.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]  # the text tower's
+
+    one, one_grads = features_and_grads(1)
+    grouped, grouped_grads = features_and_grads(4)
+    assert len(rows) // train.TEXT_GROUP_ROWS >= 2  # the batch really is split
+    assert torch.allclose(grouped, one, atol=1e-5), float((grouped - one).abs().max())
+    assert len(grouped_grads) == len(one_grads)
+    assert all(torch.allclose(g, o, atol=1e-4) for g, o in zip(grouped_grads, one_grads))
+    assert any(float(g.abs().max()) > 0 for g in grouped_grads)
