@@ -158,10 +158,13 @@ def _low_rank_linear(module: torch.nn.Linear, pair: Pair) -> Callable[[torch.Ten
     return forward
 
 
-def _low_rank_attention(module: torch.nn.MultiheadAttention, packed: Pair | None, out: Pair | None) -> Callable:
+def _low_rank_attention(module: torch.nn.MultiheadAttention, packed: Pair | None, out: Pair | None,
+                        out_repeats: float = 0.0) -> Callable:  # fmt: skip
     """``nn.MultiheadAttention.forward`` with LoRA on the packed q, k, v projection and on ``out_proj``,
     applied to activations: self-attention as open_clip's blocks call it, or some positions' queries
-    over one key-and-value tensor (``towers``' last block, with a padding mask)."""
+    over one key-and-value tensor (``towers``' last block, with a padding mask). ``out_repeats``: times
+    ``out_proj``'s update is added again, its A and B outside the gradient (as peft's training forward
+    does: it merges the update into the weight twice, the second time in place)."""
     heads, width = module.num_heads, module.embed_dim
 
     def project(x: torch.Tensor, part: slice) -> torch.Tensor:
@@ -192,6 +195,8 @@ def _low_rank_attention(module: torch.nn.MultiheadAttention, packed: Pair | None
         projected = F.linear(y, module.out_proj.weight, module.out_proj.bias)
         if out is not None:
             projected = projected + out[2] * F.linear(F.linear(y, out[0]), out[1])
+            if out_repeats:  # in the value and in the gradient reaching y, not in A's and B's
+                projected = projected + out_repeats * out[2] * F.linear(F.linear(y, out[0].detach()), out[1].detach())
         return (projected if module.batch_first else projected.transpose(0, 1)), None
 
     return forward
@@ -260,3 +265,33 @@ class LowRankCache:
 
     def __len__(self) -> int:
         return len(self._kept)
+
+
+@contextlib.contextmanager
+def attention_on_activations(model: torch.nn.Module) -> Iterator[int]:
+    """Training: each of peft's attention LoRA layers in ``model`` (a peft model) computes W x + s·B(A x)
+    from its live LoRA weights, for the length of a ``with``; yields how many layers it took over.
+
+    peft merges B·A into the attention's weights around every forward, so the backward forms each
+    weight's whole gradient ((3·width, width) for q, k, v) before reducing it to A and B: as much work
+    as the layer's forward again. On activations the gradient reaches A and B through rank-r products;
+    the function and its gradients are the same (``tests/test_adapter_bank.py``)."""
+    from peft.tuners.lora.layer import MultiheadAttention as LoraAttention
+
+    overridden: list[torch.nn.Module] = []
+    try:
+        for layer in model.modules():
+            adapters = [a for a in getattr(layer, "active_adapters", ()) if a in getattr(layer, "lora_A", {})]
+            if not isinstance(layer, LoraAttention) or layer.merged or layer.disable_adapters or len(adapters) != 1:
+                continue
+            (name,), base = adapters, layer.get_base_layer()
+            out = base.out_proj  # peft's Linear around the attention's own
+            packed = (layer.lora_A[name].weight, layer.lora_B[name].weight, layer.scaling[name])
+            # peft's forward adds out_proj's update out_proj_factor() times, A's and B's gradient through one
+            out_pair = (out.lora_A[name].weight, out.lora_B[name].weight, out.scaling[name])
+            layer.forward = _low_rank_attention(base, packed, out_pair, out_proj_factor() - 1)
+            overridden.append(layer)
+        yield len(overridden)
+    finally:
+        for layer in overridden:
+            del layer.forward

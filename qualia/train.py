@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from qualia import __version__, feedback, towers, workspace
+from qualia.adapter_bank import attention_on_activations
 from qualia.backbone import Backbone, load_backbone
 from qualia.config import LoraSettings, TrainSettings
 from qualia.corpus import Corpus
@@ -727,7 +728,8 @@ def train_profile(
         material = _prepare(pairs, train, val, backbone, settings, ws.trunk_cache_dir, progress)
         material.feedback = marks
         run = _start_run(backbone, settings, material, checkpoint, profile)
-        _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
+        with attention_on_activations(run.model):
+            _train_epochs(run, material, settings, backbone, progress, on_epoch_end)
         run.restore_best()
         embeddings: dict[str, tuple] = {}
         image_start = settings.tower_starts(towers.depths(backbone.model))[0]

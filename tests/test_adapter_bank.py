@@ -95,3 +95,36 @@ def test_the_cache_keeps_adapters_within_its_budget_least_recently_used_first(ti
     assert cache.get(folders[0], tiny) is first
     assert cache.get(folders[1], tiny) is not None and len(cache) == 2
     assert LowRankCache(budget_bytes=0).get(folders[0], tiny).nbytes == size  # the newest always stays
+
+
+def test_training_attention_on_activations_has_peft_s_features_and_gradients(tiny) -> None:
+    """Training runs peft's attention LoRA as W x + s·B(A x) instead of merging around each forward: the
+    same features, and the same gradients reaching every LoRA weight and token row (peft adds out_proj's
+    update twice but trains it through one: that is kept, so adapters train as before)."""
+    from qualia.adapter_bank import attention_on_activations
+    from qualia.towers import encode_text
+
+    tokens = tiny.tokenizer(["a quiet morning", "grain " * 7, "harbor fog at dusk"])
+    ids = sorted(set(tokens.flatten().tolist()) - {0})
+    model = attach_lora(tiny, TrainSettings(backbone="qualia-tiny", lora_blocks=2).lora(ids, depths(tiny.model)))
+    with torch.no_grad():  # LoRA's B starts at zero: give the adapter something to say
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    pixels = torch.stack([tiny.preprocess(picture) for picture in _pictures(3)])
+
+    def features_and_grads() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        features = torch.cat([encode_text(model, tokens), model.encode_image(pixels)])
+        (features * torch.linspace(-1, 1, features.shape[1])).sum().backward()
+        return features.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    merged, merged_grads = features_and_grads()
+    with attention_on_activations(model) as layers:
+        on_activations, grads = features_and_grads()
+    assert layers == 4  # the top 2 blocks of each tower
+    assert torch.allclose(on_activations, merged, atol=1e-5)
+    assert grads.keys() == merged_grads.keys() and any("attn" in n for n in grads)
+    for name, grad in grads.items():
+        assert torch.allclose(grad, merged_grads[name], rtol=1e-4, atol=1e-5), name
+    assert torch.equal(features_and_grads()[0], merged)  # peft's own forward is back
