@@ -479,6 +479,12 @@ class Rows(Sequence):
         return None if position is None else self[position]
 
 
+# IO_FLAG_MMAP alone maps only an IVF index's lists: a flat index or a graph was read into memory with it.
+# IO_FLAG_MMAP_IFC maps their vectors (and a graph's links) from the file itself, which a version never
+# rewrites; a file cut short is refused by FAISS on reading. A faiss without it reads into memory.
+MMAP_READ_ONLY = faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | faiss.IO_FLAG_READ_ONLY
+
+
 class ProfileIndex:
     """A loaded index version: FAISS vectors plus the row records."""
 
@@ -501,7 +507,7 @@ class ProfileIndex:
             if key in manifest and sha256_file(path) != manifest[key]:
                 raise CorruptIndex(f"index {folder}: {path.name} does not match the checksum in {MANIFEST_FILE}")
         try:
-            index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+            index = faiss.read_index(str(index_path), MMAP_READ_ONLY)
         except RuntimeError as e:
             raise CorruptIndex(f"index {folder}: FAISS cannot read {INDEX_FILE}: {e}") from e
         try:

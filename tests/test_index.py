@@ -169,6 +169,16 @@ def test_missing_pieces_are_refused(built: dict[str, Any], tmp_path: Path) -> No
         ProfileIndex.load(folder)
 
 
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's list of this process's mapped files")
+def test_the_faiss_file_is_memory_mapped_read_only(built: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(built["folder"], tmp_path).resolve()  # a file no other test has mapped
+    index = ProfileIndex.load(folder)
+    maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+    mapped = {(Path(f[5]).name, f[1]) for f in maps if len(f) >= 6 and Path(f[5]).parent == folder}
+    assert mapped == {(INDEX_FILE, "r--s")}  # read-only, shared with other processes
+    assert len(index) == built["index"].manifest["count"]
+
+
 def test_empty_corpus_is_a_clear_error(built: dict[str, Any], tmp_path: Path) -> None:
     ws = Workspace(tmp_path)
     Corpus.open(ws, "empty").close()
