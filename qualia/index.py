@@ -1,15 +1,25 @@
 """The search index: a profile's corpus embedded by backbone + adapter, in FAISS.
 
 One version folder ``profiles/<p>/index/<ver>/`` holds
-  index.faiss     L2-normalized vectors (inner product = cosine): IndexFlatIP (exact) below
-                  ``HNSW_THRESHOLD`` rows, IndexHNSWFlat (a graph: sub-linear search) from there on, as
-                  the manifest's ``index_type`` says; image rows first, then text rows, so a modality
-                  filter is a contiguous row range. Read memory-mapped and read-only: processes serving
-                  one workspace share its pages
-  rows.jsonl      one JSON record per FAISS row: {id, modality, text, image_url, source, source_url,
-                  degree, sha256, item_id}
-  manifest.json   what built it (faiss version, backbone, base-weights checksum, adapter version or
-                  null for the base alone), dim, counts, centering, and checksums of the two files above
+  index.faiss       the picture rows' L2-normalized vectors (inner product = cosine)
+  index.text.faiss  the text rows' vectors, the same way
+                    Both are IndexFlatIP (exact) below ``HNSW_THRESHOLD`` rows in all, IndexHNSWFlat (a
+                    graph: sub-linear search) from there on, as the manifest's ``index_type`` says. One file
+                    per modality, because across the modality gap a graph over both cannot answer a search
+                    within one: a text query's neighbourhood holds only texts. Each modality's own graph
+                    answers a search within it, and a search over both merges the best of each. Read
+                    memory-mapped and read-only: processes serving one workspace share their pages
+  rows.jsonl        one JSON record per row: {id, modality, text, image_url, source, source_url, degree,
+                    sha256, item_id}; picture rows first, then text rows, so a row's number is its place in
+                    its modality's file plus that modality's first row (the manifest's ``rows``)
+  manifest.json     what built it (faiss version, backbone, base-weights checksum, adapter version or
+                    null for the base alone), dim, counts, centering, the ``layout`` ("per_modality") with
+                    each modality's file and its checksum (``files``), and the checksum of the rows file
+
+An index written before the files were split (a manifest without ``layout``) keeps its one
+``index.faiss`` of every row, pictures first, with its checksum as the manifest's ``checksum``: it loads
+and searches as it always did (a search within one modality of its graph scans that modality's rows
+exactly).
 
 Centering. A text query scores other texts far above any picture (the modality gap), so a search
 over both returns only texts. With centering on, each modality's mean vector over the corpus is
@@ -59,10 +69,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INDEX_FILE = "index.faiss"
+INDEX_FILE = "index.faiss"  # the picture rows; in an index written before the split, every row
+TEXT_INDEX_FILE = "index.text.faiss"
 ROWS_FILE = "rows.jsonl"
 MANIFEST_FILE = "manifest.json"
 MODALITIES = ("image", "text", "any")
+ROW_MODALITIES = ("image", "text")  # in row order
+PER_MODALITY = "per_modality"  # the manifest's ``layout``: one FAISS file per row modality
+MODALITY_FILES = {"image": INDEX_FILE, "text": TEXT_INDEX_FILE}
 BATCH = 32
 
 
@@ -324,25 +338,43 @@ def index_profile(
                        calibration=calibration)
 
 
+# Rows of both modalities together: a search over both scans them all in an exact index, so their total
+# is what makes it slow. Above it every modality gets a graph, a small one beside a large one too: a
+# graph of a few thousand rows answers about as fast as scanning them (docs/benchmarks.md).
 HNSW_THRESHOLD = 50_000  # rows; below it an exact scan takes a few milliseconds (docs/benchmarks.md)
 HNSW_M = 32  # graph neighbours per node
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128  # candidates a search keeps (at least k); recall@10 against exact in docs/benchmarks.md
 
 
-def new_faiss_index(vectors: np.ndarray, hnsw_threshold: int = HNSW_THRESHOLD) -> tuple[faiss.Index, dict[str, Any]]:
-    """(n, dim) unit vectors in an exact index, or an HNSW graph from ``hnsw_threshold`` rows on; with
-    what the manifest records of it."""
-    n, dim = vectors.shape
-    if n < hnsw_threshold:
+def index_kind(rows: int, hnsw_threshold: int = HNSW_THRESHOLD) -> dict[str, Any]:
+    """What the manifest records of the FAISS files of an index of ``rows`` rows in all: exact below
+    ``hnsw_threshold``, HNSW graphs from there on."""
+    if rows < hnsw_threshold:
+        return {"index_type": "IndexFlatIP"}
+    return {"index_type": "IndexHNSWFlat",
+            "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}}
+
+
+def new_faiss_index(vectors: np.ndarray, kind: dict[str, Any]) -> faiss.Index:
+    """(n, dim) unit vectors in a FAISS index of the ``kind`` that ``index_kind`` chose."""
+    dim = vectors.shape[1]
+    if kind["index_type"] == "IndexFlatIP":
         index = faiss.IndexFlatIP(dim)
-        index.add(vectors)
-        return index, {"index_type": "IndexFlatIP"}
-    index = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-    index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-    index.add(vectors)
-    return index, {"index_type": "IndexHNSWFlat",
-                   "hnsw": {"m": HNSW_M, "ef_construction": HNSW_EF_CONSTRUCTION, "ef_search": HNSW_EF_SEARCH}}
+    else:
+        index = faiss.IndexHNSWFlat(dim, int(kind["hnsw"]["m"]), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(kind["hnsw"]["ef_construction"])
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
+def modality_indexes(
+    vectors: dict[str, np.ndarray], hnsw_threshold: int = HNSW_THRESHOLD
+) -> tuple[dict[str, faiss.Index], dict[str, Any]]:
+    """({modality: its FAISS index}, what the manifest records of them) for each row modality's (n, dim)
+    unit vectors; exact or graphs by the rows of all modalities together."""
+    kind = index_kind(sum(len(v) for v in vectors.values()), hnsw_threshold)
+    return {m: new_faiss_index(vectors[m], kind) for m in ROW_MODALITIES}, kind
 
 
 def build_index(
@@ -372,16 +404,15 @@ def build_index(
                  for m, v in (("image", image_vectors), ("text", text_vectors))}  # fmt: skip
         image_vectors, text_vectors = centered(image_vectors, means["image"]), centered(text_vectors, means["text"])
     bias = modality_bias(image_vectors, text_vectors) if calibration else None
-    vectors = np.concatenate([image_vectors, text_vectors])
     n_images, n_total = len(image_rows), len(image_rows) + len(text_rows)
-    # (n_total, dim) float32
-    assert vectors.shape == (n_total, encoder.dim), vectors.shape
-    index, kind = new_faiss_index(vectors, hnsw_threshold)
+    assert image_vectors.shape == (n_images, encoder.dim) and text_vectors.shape == (n_total - n_images, encoder.dim)
+    indexes, kind = modality_indexes({"image": image_vectors, "text": text_vectors}, hnsw_threshold)
 
     version = workspace.new_version()
     final = ws.index_dir(profile) / version
     with workspace.atomic_dir(final) as tmp:
-        faiss.write_index(index, str(tmp / INDEX_FILE))
+        for modality in ROW_MODALITIES:
+            faiss.write_index(indexes[modality], str(tmp / MODALITY_FILES[modality]))
         with open(tmp / ROWS_FILE, "w", encoding="utf-8") as f:
             for row in image_rows + text_rows:
                 f.write(json.dumps(row.record(), ensure_ascii=False, sort_keys=True) + "\n")
@@ -392,16 +423,18 @@ def build_index(
             "adapter_version": adapter_version,
             "dim": int(encoder.dim),
             "metric": "inner_product",
-            **kind,  # index_type, and an HNSW graph's parameters
+            **kind,  # index_type (of every file), and the graphs' parameters
             "count": n_total,
             "count_by_modality": {"image": n_images, "text": n_total - n_images},
-            # Row ranges [start, stop) of each modality in the FAISS file.
+            # Row ranges [start, stop) of each modality: row ``start + i`` is row i of its modality's file.
             "rows": {"image": [0, n_images], "text": [n_images, n_total]},
+            "layout": PER_MODALITY,
+            "files": {m: {"file": MODALITY_FILES[m], "checksum": sha256_file(tmp / MODALITY_FILES[m])}
+                      for m in ROW_MODALITIES},  # fmt: skip
             # each modality's mean (of unit vectors) subtracted before normalizing, rows and queries alike
             "centering": None if means is None else {m: [float(x) for x in v] for m, v in means.items()},
             # {query modality: {row modality: added to its scores}} in ``any`` searches; null: none
             "calibration": bias,
-            "checksum": sha256_file(tmp / INDEX_FILE),
             "rows_checksum": sha256_file(tmp / ROWS_FILE),
             "created_at": datetime.now(timezone.utc).isoformat(),
         }
@@ -437,9 +470,54 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise CorruptIndex(f"index {folder} has no {MANIFEST_FILE}") from e
     except (OSError, ValueError) as e:
         raise CorruptIndex(f"index {folder}: unreadable {MANIFEST_FILE}: {e}") from e
-    if not isinstance(manifest, dict) or not {"dim", "count", "checksum", "rows"} <= manifest.keys():
-        raise CorruptIndex(f"index {folder}: {MANIFEST_FILE} lacks dim, count, checksum or rows")
+    # An index written before the split names its one file's checksum; one file per modality, each file's.
+    checksums = "files" if isinstance(manifest, dict) and manifest.get("layout") is not None else "checksum"
+    if not isinstance(manifest, dict) or not {"dim", "count", checksums, "rows"} <= manifest.keys():
+        raise CorruptIndex(f"index {folder}: {MANIFEST_FILE} lacks dim, count, {checksums} or rows")
     return manifest
+
+
+def _faiss_files(folder: Path, manifest: dict[str, Any]) -> dict[str, tuple[Path, str | None]]:
+    """{modality: (its FAISS file, its checksum)} of an index's manifest; ``"any"`` for the one file of an
+    index written before the split (whose checksum, if absent, is not checked, as before). CorruptIndex
+    when the manifest's layout, files or row ranges are not what this version writes."""
+    layout = manifest.get("layout")
+    if layout is None:
+        return {"any": (folder / INDEX_FILE, manifest.get("checksum"))}
+    if layout != PER_MODALITY:
+        raise CorruptIndex(f"index {folder}: unknown layout {str(layout)[:40]!r} in {MANIFEST_FILE}")
+    files, ranges, count = manifest["files"], manifest["rows"], manifest["count"]
+    # Picture rows first, then text rows, together every row: what turns a file's row into a global row.
+    try:
+        n_images = ranges["image"][1]
+    except (TypeError, KeyError, IndexError):
+        n_images = None
+    if not (isinstance(n_images, int) and isinstance(count, int) and 0 <= n_images <= count
+            and ranges == {"image": [0, n_images], "text": [n_images, count]}):  # fmt: skip
+        raise CorruptIndex(f"index {folder}: its row ranges are not its pictures, then its texts, {count} rows in all")
+    found = {}
+    for modality in ROW_MODALITIES:
+        entry = files.get(modality) if isinstance(files, dict) else None
+        name = entry.get("file") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or Path(name).name != name or not name.endswith(".faiss") \
+                or not isinstance(entry.get("checksum"), str):  # fmt: skip
+            raise CorruptIndex(f"index {folder}: {MANIFEST_FILE} names no file and checksum for its {modality} rows")
+        found[modality] = (folder / name, entry["checksum"])
+    return found
+
+
+# IO_FLAG_MMAP alone maps only an IVF index's lists: a flat index or a graph was read into memory with it.
+# IO_FLAG_MMAP_IFC maps their vectors (and a graph's links) from the file itself, which a version never
+# rewrites; a file cut short is refused by FAISS on reading. A faiss without it reads into memory.
+MMAP_READ_ONLY = faiss.IO_FLAG_MMAP | getattr(faiss, "IO_FLAG_MMAP_IFC", 0) | faiss.IO_FLAG_READ_ONLY
+
+
+def _read_faiss(folder: Path, path: Path) -> faiss.Index:
+    """A FAISS file memory-mapped read-only: processes serving one workspace share its pages."""
+    try:
+        return faiss.read_index(str(path), MMAP_READ_ONLY)
+    except RuntimeError as e:
+        raise CorruptIndex(f"index {folder}: FAISS cannot read {path.name}: {e}") from e
 
 
 class Rows(Sequence):
@@ -482,28 +560,30 @@ class Rows(Sequence):
 class ProfileIndex:
     """A loaded index version: FAISS vectors plus the row records."""
 
-    def __init__(self, folder: Path, manifest: dict[str, Any], index: faiss.Index, rows: Rows):
+    def __init__(self, folder: Path, manifest: dict[str, Any], indexes: dict[str, faiss.Index], rows: Rows):
+        """``indexes``: each row modality's FAISS index (row i of one is row ``manifest["rows"][m][0] + i``
+        of the index); for an index written before the split, its one index of every row, as ``"any"``."""
         self.folder = folder
         self.version = folder.name
         self.manifest = manifest
         self.dim = int(manifest["dim"])
-        self.index = index
+        self.indexes = indexes
         self.rows = rows
 
     @classmethod
     def load(cls, folder: Path) -> ProfileIndex:
+        """The index in ``folder``, its FAISS files memory-mapped read-only; CorruptIndex when a file is
+        missing, does not match its checksum, does not read, or holds other counts than the manifest."""
         folder = Path(folder)
         manifest = read_manifest(folder)
-        index_path, rows_path = folder / INDEX_FILE, folder / ROWS_FILE
-        for path, key in ((index_path, "checksum"), (rows_path, "rows_checksum")):
+        files = _faiss_files(folder, manifest)
+        rows_path = folder / ROWS_FILE
+        for path, checksum in [*files.values(), (rows_path, manifest.get("rows_checksum"))]:
             if not path.is_file():
                 raise CorruptIndex(f"index {folder} is missing {path.name}")
-            if key in manifest and sha256_file(path) != manifest[key]:
+            if checksum is not None and sha256_file(path) != checksum:
                 raise CorruptIndex(f"index {folder}: {path.name} does not match the checksum in {MANIFEST_FILE}")
-        try:
-            index = faiss.read_index(str(index_path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
-        except RuntimeError as e:
-            raise CorruptIndex(f"index {folder}: FAISS cannot read {INDEX_FILE}: {e}") from e
+        indexes = {key: _read_faiss(folder, path) for key, (path, _) in files.items()}
         try:
             rows = Rows(rows_path.read_bytes())
         except (ValueError, KeyError, TypeError) as e:
@@ -515,15 +595,18 @@ class ProfileIndex:
             raise CorruptIndex(f"index {folder}: its centering means do not have dim {manifest['dim']}")
         if not _valid_calibration(manifest.get("calibration")):
             raise CorruptIndex(f"index {folder}: its calibration is not one number per query and row modality")
-        if index.ntotal != manifest["count"] or len(rows) != index.ntotal or index.d != manifest["dim"]:
-            raise CorruptIndex(
-                f"index {folder}: {index.ntotal} vectors of dim {index.d} and {len(rows)} rows, "
-                f"but the manifest says {manifest['count']} of dim {manifest['dim']}"
-            )
-        return cls(folder, manifest, index, rows)
+        counts = {"any": manifest["count"]} if "any" in indexes else \
+            {m: stop - start for m, (start, stop) in manifest["rows"].items()}  # fmt: skip
+        for key, index in indexes.items():
+            if index.ntotal != counts[key] or index.d != manifest["dim"]:
+                raise CorruptIndex(f"index {folder}: {files[key][0].name} holds {index.ntotal} vectors of dim {index.d}, "
+                                   f"but the manifest says {counts[key]} of dim {manifest['dim']}")  # fmt: skip
+        if len(rows) != manifest["count"]:
+            raise CorruptIndex(f"index {folder}: {ROWS_FILE} holds {len(rows)} rows, but the manifest says {manifest['count']}")
+        return cls(folder, manifest, indexes, rows)
 
     def __len__(self) -> int:
-        return self.index.ntotal
+        return len(self.rows)
 
     def query_vector(self, vector: np.ndarray, modality: str) -> np.ndarray:
         """An encoder's unit vector for a query of ``modality`` ("image" or "text"), made comparable
@@ -549,14 +632,22 @@ class ProfileIndex:
         position = self.rows.position.get(row_id)
         if position is None:
             raise NotFound(f"no {str(row_id)[:80]!r} in index {self.version}")
-        return self.index.reconstruct(position)
+        if "any" in self.indexes:
+            return self.indexes["any"].reconstruct(position)
+        for modality in ROW_MODALITIES:
+            start, stop = self.manifest["rows"][modality]
+            if start <= position < stop:
+                return self.indexes[modality].reconstruct(position - start)
+        raise NotFound(f"row {str(row_id)[:80]!r} is outside every modality's rows in index {self.version}")
 
     def search(
         self, query: np.ndarray, k: int = 10, modality: str = "any", query_modality: str | None = None
     ) -> list[dict[str, Any]]:
         """Best ``k`` rows for a (dim,) L2-normalized query vector, best first. An ``any`` search of a
         calibrated index ranks by score plus the manifest's bias for ``query_modality`` (the scores
-        returned are those ranked by); without a ``query_modality``, by the plain score."""
+        returned are those ranked by); without a ``query_modality``, by the plain score. An ``any``
+        search merges the best ``k`` of each modality's file, equal scores in row order (an uncalibrated
+        one of an index written before the split searches its one file)."""
         if modality not in MODALITIES:
             raise InvalidArgument(f"modality must be one of {', '.join(MODALITIES)}, not {str(modality)[:20]!r}")
         if k < 1:
@@ -565,19 +656,25 @@ class ProfileIndex:
         if query.shape[1] != self.dim:
             raise InvalidArgument(f"query has dim {query.shape[1]}, the index has dim {self.dim}")
         bias = (self.manifest.get("calibration") or {}).get(query_modality) if modality == "any" else None
-        if bias:
-            return self._search_calibrated(query, k, bias)
-        if modality == "any":
-            start, stop = 0, self.index.ntotal
-            params = self._params(k, None)
+        if bias or (modality == "any" and "any" not in self.indexes):
+            return self._merged(query, k, bias or {})
+        return [self._result(row_number, score) for score, row_number in self._best(query, k, modality)]
+
+    def _best(self, query: np.ndarray, k: int, modality: str) -> list[tuple[float, int]]:
+        """(score, row number) of the best ``k`` rows of ``modality``, best first: through that modality's
+        file, or, in an index written before the split, its one file ("any": all of it)."""
+        if "any" in self.indexes:
+            start, stop = (0, self.indexes["any"].ntotal) if modality == "any" else self.manifest["rows"][modality]
+            params = self._params(k, None if modality == "any" else faiss.IDSelectorRange(start, stop))
+            searched, offset = self._scanned(params), 0
         else:
-            start, stop = self.manifest["rows"][modality]
-            params = self._params(k, faiss.IDSelectorRange(start, stop))
+            searched, offset = self.indexes[modality], self.manifest["rows"][modality][0]
+            start, stop, params = 0, searched.ntotal, self._params(k, None)
         k = min(k, stop - start)
         if k <= 0:
             return []
-        scores, ids = self._scanned(params).search(query, k, params=params)
-        return [self._result(row_number, score) for score, row_number in zip(scores[0], ids[0]) if row_number >= 0]
+        scores, ids = searched.search(query, k, params=params)
+        return [(float(score), offset + int(i)) for score, i in zip(scores[0], ids[0]) if i >= 0]
 
     def _params(self, k: int, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
         if self.manifest.get("index_type") == "IndexHNSWFlat" and selector is None:
@@ -586,25 +683,20 @@ class ProfileIndex:
         return faiss.SearchParameters(sel=selector) if selector else None
 
     def _scanned(self, params: faiss.SearchParameters | None) -> faiss.Index:
-        """What answers a search: the index itself, except for a search within one modality of an HNSW
-        graph, which scans that modality's rows exactly in the graph's own storage. The graph cannot
-        answer it: across the modality gap, a text query's neighbourhood holds only texts, and a walk
-        that skips them found 45 % of the exact top 10 pictures (docs/benchmarks.md)."""
+        """What answers a search of an index written before the split: its one index, except for a search
+        within one modality of an HNSW graph, which scans that modality's rows exactly in the graph's own
+        storage. The graph cannot answer it: across the modality gap, a text query's neighbourhood holds
+        only texts, and a walk that skips them found 45 % of the exact top 10 pictures (docs/benchmarks.md).
+        That is why an index now has one file per modality."""
         if getattr(params, "sel", None) is not None and self.manifest.get("index_type") == "IndexHNSWFlat":
-            return faiss.downcast_index(self.index.storage)
-        return self.index
+            return faiss.downcast_index(self.indexes["any"].storage)
+        return self.indexes["any"]
 
-    def _search_calibrated(self, query: np.ndarray, k: int, bias: dict[str, float]) -> list[dict[str, Any]]:
-        """The best ``k`` of each modality, each shifted by its bias, merged by the shifted score."""
-        found = []
-        for modality in ("image", "text"):
-            start, stop = self.manifest["rows"][modality]
-            if stop <= start:
-                continue
-            params = self._params(k, faiss.IDSelectorRange(start, stop))
-            scores, ids = self._scanned(params).search(query, min(k, stop - start), params=params)
-            shift = float(bias.get(modality, 0.0))
-            found += [(float(s) + shift, int(i)) for s, i in zip(scores[0], ids[0]) if i >= 0]
+    def _merged(self, query: np.ndarray, k: int, bias: dict[str, float]) -> list[dict[str, Any]]:
+        """The best ``k`` of each modality, each shifted by its ``bias`` (none: unshifted), merged by the
+        shifted score; equal scores in row order."""
+        found = [(score + float(bias.get(modality, 0.0)), row_number)
+                 for modality in ROW_MODALITIES for score, row_number in self._best(query, k, modality)]  # fmt: skip
         found.sort(key=lambda hit: (-hit[0], hit[1]))
         return [self._result(row_number, score) for score, row_number in found[:k]]
 

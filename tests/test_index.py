@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import pytest
 
@@ -19,7 +20,17 @@ from qualia import workspace
 from qualia.corpus import Corpus
 from qualia.embed import open_image
 from qualia.errors import CorruptIndex, InvalidArgument, NotEnoughData
-from qualia.index import INDEX_FILE, MANIFEST_FILE, ROWS_FILE, ProfileIndex, build_index, sha256_file
+from qualia.index import (
+    INDEX_FILE,
+    MANIFEST_FILE,
+    ROWS_FILE,
+    TEXT_INDEX_FILE,
+    ProfileIndex,
+    build_index,
+    index_kind,
+    new_faiss_index,
+    sha256_file,
+)
 from qualia.pairs import corpus_pairs
 from qualia.workspace import Workspace
 from tests.helpers import (
@@ -54,7 +65,12 @@ def test_index_holds_each_picture_once_and_each_text(built: dict[str, Any]) -> N
     assert built["ws"].latest_index(PROFILE) == built["folder"]
     assert manifest["count_by_modality"]["image"] == sample.unique_images == 27  # 28 URLs, one picture twice
     assert manifest["count"] == len(index) == manifest["count_by_modality"]["image"] + manifest["count_by_modality"]["text"]
-    assert manifest["checksum"] == sha256_file(built["folder"] / INDEX_FILE)
+    # one FAISS file per modality, each with its checksum; row numbers run on from the pictures to the texts
+    assert manifest["layout"] == "per_modality" and "checksum" not in manifest
+    assert manifest["rows"] == {"image": [0, 27], "text": [27, manifest["count"]]}
+    for modality, name in (("image", INDEX_FILE), ("text", TEXT_INDEX_FILE)):
+        assert manifest["files"][modality] == {"file": name, "checksum": sha256_file(built["folder"] / name)}
+        assert index.indexes[modality].ntotal == manifest["count_by_modality"][modality]
     assert manifest["dim"] == built["encoder"].dim
     assert manifest["backbone"] == "qualia-tiny"
     assert manifest["weights_sha256"] == built["encoder"].backbone.weights_sha256
@@ -140,33 +156,81 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
     return target
 
 
-def test_corrupt_faiss_file_is_refused(built: dict[str, Any], tmp_path: Path) -> None:
+FAISS_FILES = pytest.mark.parametrize(("modality", "name"), [("image", INDEX_FILE), ("text", TEXT_INDEX_FILE)])
+
+
+@FAISS_FILES
+def test_corrupt_faiss_file_is_refused(built: dict[str, Any], tmp_path: Path, modality: str, name: str) -> None:
     folder = _copy(built["folder"], tmp_path)
-    data = bytearray((folder / INDEX_FILE).read_bytes())
+    data = bytearray((folder / name).read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (folder / INDEX_FILE).write_bytes(bytes(data))
-    with pytest.raises(CorruptIndex, match="checksum"):
+    (folder / name).write_bytes(bytes(data))
+    with pytest.raises(CorruptIndex, match=f"{name} does not match the checksum"):
         ProfileIndex.load(folder)
 
 
-def test_truncated_faiss_file_with_matching_checksum_is_refused(built: dict[str, Any], tmp_path: Path) -> None:
+@FAISS_FILES
+def test_truncated_faiss_file_with_matching_checksum_is_refused(built: dict[str, Any], tmp_path: Path, modality: str,
+                                                                name: str) -> None:  # fmt: skip
     folder = _copy(built["folder"], tmp_path)
-    (folder / INDEX_FILE).write_bytes((folder / INDEX_FILE).read_bytes()[:100])
+    (folder / name).write_bytes((folder / name).read_bytes()[:100])
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
-    manifest["checksum"] = sha256_file(folder / INDEX_FILE)
+    manifest["files"][modality]["checksum"] = sha256_file(folder / name)
     (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(CorruptIndex, match="FAISS cannot read"):
+    with pytest.raises(CorruptIndex, match=f"FAISS cannot read {name}"):
         ProfileIndex.load(folder)
 
 
-def test_missing_pieces_are_refused(built: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", [ROWS_FILE, INDEX_FILE, TEXT_INDEX_FILE])
+def test_missing_pieces_are_refused(built: dict[str, Any], tmp_path: Path, name: str) -> None:
     folder = _copy(built["folder"], tmp_path)
-    (folder / ROWS_FILE).unlink()
-    with pytest.raises(CorruptIndex, match=ROWS_FILE):
+    (folder / name).unlink()
+    with pytest.raises(CorruptIndex, match=f"missing {name}"):
         ProfileIndex.load(folder)
     (folder / MANIFEST_FILE).write_text("{not json")
     with pytest.raises(CorruptIndex, match="manifest"):
         ProfileIndex.load(folder)
+
+
+def test_files_swapped_between_modalities_are_refused(built: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(built["folder"], tmp_path)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    assert manifest["count_by_modality"]["image"] != manifest["count_by_modality"]["text"]
+    manifest["files"]["image"], manifest["files"]["text"] = manifest["files"]["text"], manifest["files"]["image"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptIndex, match=f"{TEXT_INDEX_FILE} holds {manifest['count_by_modality']['text']} vectors"):
+        ProfileIndex.load(folder)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [({"layout": "one_file_per_row"}, "unknown layout"),
+     ({"files": {"image": {"file": "../index.faiss", "checksum": ""}}}, "names no file and checksum for its image rows"),
+     ({"files": None}, "names no file"),
+     ({"rows": {"image": [0, 5], "text": [6, 9]}}, "row ranges"),
+     ({"rows": {"text": [0, 5], "image": [5, 9]}}, "row ranges")],
+)
+def test_a_manifest_that_misplaces_the_files_or_rows_is_refused(built: dict[str, Any], tmp_path: Path,
+                                                                damage: dict[str, Any], message: str) -> None:  # fmt: skip
+    folder = _copy(built["folder"], tmp_path)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    (folder / MANIFEST_FILE).write_text(json.dumps({**manifest, **damage}))
+    with pytest.raises(CorruptIndex, match=message):
+        ProfileIndex.load(folder)
+    del manifest["files"]
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptIndex, match="lacks dim, count, files or rows"):
+        ProfileIndex.load(folder)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's list of this process's mapped files")
+def test_every_faiss_file_is_memory_mapped_read_only(built: dict[str, Any], tmp_path: Path) -> None:
+    folder = _copy(built["folder"], tmp_path).resolve()  # files no other test has mapped
+    index = ProfileIndex.load(folder)
+    maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+    mapped = {(Path(f[5]).name, f[1]) for f in maps if len(f) >= 6 and Path(f[5]).parent == folder}
+    assert mapped == {(INDEX_FILE, "r--s"), (TEXT_INDEX_FILE, "r--s")}  # read-only, shared with other processes
+    assert len(index) == built["index"].manifest["count"]
 
 
 def test_empty_corpus_is_a_clear_error(built: dict[str, Any], tmp_path: Path) -> None:
@@ -229,9 +293,8 @@ def test_centered_index_records_its_means_and_centers_queries_the_same_way(built
     hits = index.search(query, k=1, modality="image")
     assert hits[0]["id"] == f"img-{occurrence.sha256}" and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     # the centered rows have their modality's centre at the origin: the two clouds share a centre
-    vectors = index.index.reconstruct_n(0, index.index.ntotal)
-    start, stop = index.manifest["rows"]["image"]
-    assert np.linalg.norm(vectors[start:stop].mean(0)) < np.linalg.norm(np.asarray(means["image"]))
+    pictures = index.indexes["image"].reconstruct_n(0, index.indexes["image"].ntotal)
+    assert np.linalg.norm(pictures.mean(0)) < np.linalg.norm(np.asarray(means["image"]))
 
 
 @pytest.mark.parametrize(
@@ -293,26 +356,110 @@ def test_search_right_after_a_crawl_with_the_base_alone(ws: Workspace) -> None:
     assert len(body["results"]) == 3
 
 
-def test_an_index_over_the_threshold_is_an_hnsw_graph_that_finds_what_the_exact_scan_finds(built: dict[str, Any]) -> None:
+@pytest.fixture(scope="module")
+def graphs(built: dict[str, Any]) -> ProfileIndex:
+    """The sample profile's index over the threshold (one row): an HNSW graph per modality; calibrated."""
+    return ProfileIndex.load(build_index(built["ws"], PROFILE, built["encoder"], None, calibration=True, hnsw_threshold=1))
+
+
+def _queries(built: dict[str, Any]) -> list[tuple[str, np.ndarray]]:
+    with open_corpus(built["ws"], PROFILE) as corpus:
+        occurrences = corpus.image_occurrences()
+    texts = built["encoder"].encode_texts(["a rock pool", "fog over the harbour", "a red kite", "tea"])
+    pictures = built["encoder"].encode_images([open_image(o.image_path) for o in occurrences[::9]])
+    return [("text", q) for q in texts] + [("image", q) for q in pictures]
+
+
+def test_an_index_over_the_threshold_has_a_graph_per_modality_that_finds_what_the_exact_scan_finds(
+    built: dict[str, Any], graphs: ProfileIndex
+) -> None:
+    flat: ProfileIndex = built["index"]
+    assert flat.manifest["index_type"] == "IndexFlatIP"
+    assert graphs.manifest["index_type"] == "IndexHNSWFlat" and graphs.manifest["hnsw"]["ef_search"] >= 10
+    assert {m: type(ix).__name__ for m, ix in graphs.indexes.items()} == {"image": "IndexHNSWFlat", "text": "IndexHNSWFlat"}
+    assert graphs.rows.ids == flat.rows.ids
+    for query_modality, query in _queries(built):
+        for modality, k in (("any", 10), ("image", 10), ("text", 10), ("any", 1000), ("image", 1000), ("text", 3)):
+            exact = flat.search(query, k=k, modality=modality)
+            found = graphs.search(query, k=k, modality=modality)  # no query modality: plain scores
+            _same(found, exact)
+            assert all(r["modality"] == modality for r in found if modality != "any")
+        # calibrated: each modality's best 10 through its own graph, shifted by the bias, best first
+        bias = graphs.manifest["calibration"][query_modality]
+        expected = sorted([(r["score"] + bias[r["modality"]], r["id"]) for m in ("image", "text")
+                           for r in flat.search(query, k=10, modality=m)], key=lambda hit: -hit[0])[:10]  # fmt: skip
+        mixed = graphs.search(query, k=10, modality="any", query_modality=query_modality)
+        assert [r["id"] for r in mixed] == [i for _, i in expected]
+        assert [r["score"] for r in mixed] == pytest.approx([s for s, _ in expected], abs=1e-5)
+
+
+def test_stored_vector_reads_an_image_row_and_a_text_row_from_their_own_files(built: dict[str, Any],
+                                                                              graphs: ProfileIndex) -> None:  # fmt: skip
     from qualia.search import ProfileSearcher
 
-    flat = built["index"]
-    graph = ProfileIndex.load(build_index(built["ws"], PROFILE, built["encoder"], None, hnsw_threshold=1))
-    assert flat.manifest["index_type"] == "IndexFlatIP"
-    assert graph.manifest["index_type"] == "IndexHNSWFlat" and graph.manifest["hnsw"]["ef_search"] >= 10
-    assert [r["id"] for r in graph.rows] == [r["id"] for r in flat.rows]
-    queries = built["encoder"].encode_texts(["a rock pool", "fog over the harbour", "a red kite", "tea"])
-    for query in queries:
-        for modality in ("any", "image", "text"):
-            exact = [r["id"] for r in flat.search(query, k=10, modality=modality)]
-            approx = [r["id"] for r in graph.search(query, k=10, modality=modality)]
-            assert len(set(exact) & set(approx)) >= 0.9 * len(exact), modality
-            if modality != "any":  # within one modality the graph's storage is scanned exactly
-                assert approx == exact and all(graph.row(i)["modality"] == modality for i in approx)
-    row = flat.rows[0]["id"]
-    assert np.allclose(graph.stored_vector(row), flat.stored_vector(row), atol=1e-6)  # readable memory-mapped
-    like = ProfileSearcher(PROFILE, graph, built["encoder"]).search_like(row, k=3)
-    assert len(like) == 3 and row not in {r["id"] for r in like}
+    encoder, flat = built["encoder"], built["index"]
+    with open_corpus(built["ws"], PROFILE) as corpus:
+        occurrence = corpus.image_occurrences()[0]
+    picture = f"img-{occurrence.sha256}"
+    words = next(r for r in flat.rows if r["modality"] == "text")
+    assert flat.rows.position[picture] < graphs.manifest["rows"]["text"][0] <= flat.rows.position[words["id"]]
+    for index in (flat, graphs):  # exact and graphs, each memory-mapped: the vectors the encoder made (not centered)
+        assert index.stored_vector(picture) == pytest.approx(encoder.encode_images([open_image(occurrence.image_path)])[0],
+                                                             abs=1e-5)  # fmt: skip
+        assert index.stored_vector(words["id"]) == pytest.approx(encoder.encode_texts([words["text"]])[0], abs=1e-5)
+    for row in (picture, words["id"]):
+        like = ProfileSearcher(PROFILE, graphs, encoder).search_like(row, k=3)
+        assert len(like) == 3 and row not in {r["id"] for r in like}
+
+
+def _same(found: list[dict[str, Any]], expected: list[dict[str, Any]]) -> None:
+    """The same rows in the same order, with the same scores (up to how FAISS sums them)."""
+    assert [r["id"] for r in found] == [r["id"] for r in expected]
+    assert [r["score"] for r in found] == pytest.approx([r["score"] for r in expected], abs=1e-5)
+    assert [{**r, "score": 0} for r in found] == [{**r, "score": 0} for r in expected]
+
+
+def _written_before_the_split(index: ProfileIndex, target: Path, graph: bool) -> Path:
+    """``index`` as an index was written before the split: one index.faiss of every row, pictures first,
+    flat or one HNSW graph, its checksum the manifest's ``checksum``; no ``layout`` or ``files``."""
+    shutil.copytree(index.folder, target)
+    vectors = np.concatenate([index.indexes[m].reconstruct_n(0, index.indexes[m].ntotal) for m in ("image", "text")])
+    kind = index_kind(len(vectors), hnsw_threshold=1 if graph else len(vectors) + 1)
+    faiss.write_index(new_faiss_index(vectors, kind), str(target / INDEX_FILE))
+    (target / TEXT_INDEX_FILE).unlink()
+    manifest = {k: v for k, v in index.manifest.items() if k not in ("layout", "files", "index_type", "hnsw")}
+    (target / MANIFEST_FILE).write_text(json.dumps({**manifest, **kind, "checksum": sha256_file(target / INDEX_FILE)}))
+    return target
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["flat", "graph"])
+def test_an_index_written_before_the_split_loads_and_searches_as_it_did(built: dict[str, Any], graphs: ProfileIndex,
+                                                                        tmp_path: Path, graph: bool) -> None:  # fmt: skip
+    old = ProfileIndex.load(_written_before_the_split(graphs, tmp_path / "old", graph))
+    assert set(old.indexes) == {"any"} and old.indexes["any"].ntotal == len(old) == len(graphs)
+    assert type(old.indexes["any"]).__name__ == ("IndexHNSWFlat" if graph else "IndexFlatIP")
+    flat: ProfileIndex = built["index"]
+    for query_modality, query in _queries(built):
+        for modality in ("image", "text"):  # an exact scan of that modality's rows, in a graph's own storage too
+            _same(old.search(query, k=10, modality=modality), flat.search(query, k=10, modality=modality))
+        exact = [r["id"] for r in flat.search(query, k=10)]
+        found = [r["id"] for r in old.search(query, k=10)]  # through the graph over both, as before
+        assert found == exact if not graph else len(set(found) & set(exact)) >= 9
+        _same(old.search(query, k=10, query_modality=query_modality), graphs.search(query, k=10, query_modality=query_modality))
+    for row in (old.rows.ids[0], old.rows.ids[-1]):  # a picture, a text
+        assert old.stored_vector(row) == pytest.approx(graphs.stored_vector(row), abs=1e-6)
+    # Its one file is still checked against the manifest's checksum, and required. (Let go of the mapping
+    # before rewriting the file: a mapped file cut short faults the process that reads it.)
+    folder = old.folder
+    del old
+    data = bytearray((folder / INDEX_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / INDEX_FILE).write_bytes(bytes(data))
+    with pytest.raises(CorruptIndex, match=f"{INDEX_FILE} does not match the checksum"):
+        ProfileIndex.load(folder)
+    (folder / INDEX_FILE).unlink()
+    with pytest.raises(CorruptIndex, match=f"missing {INDEX_FILE}"):
+        ProfileIndex.load(folder)
 
 
 def test_rows_are_parsed_when_asked_for_and_read_back_as_written() -> None:
