@@ -221,17 +221,31 @@ class LowRankCache:
         self._kept: OrderedDict[tuple, LowRank] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, folder: Path, backbone: Backbone) -> LowRank:
+    @staticmethod
+    def _key(folder: Path, backbone: Backbone) -> tuple:
         try:
             files = tuple((st.st_size, st.st_mtime_ns) for st in (
                 (Path(folder) / name).stat() for name in (*PEFT_FILES, META_FILE)))  # fmt: skip
         except OSError:
             files = ()  # read_low_rank says what is missing
-        key = (str(folder), backbone.weights_sha256, files)
+        return (str(folder), backbone.weights_sha256, files)
+
+    def _use(self, key: tuple) -> LowRank | None:
         with self._lock:
             if key in self._kept:
                 self._kept.move_to_end(key)
                 return self._kept[key]
+        return None
+
+    def held(self, folder: Path, backbone: Backbone) -> LowRank | None:
+        """The adapter in ``folder`` if it is in memory with its files unchanged (counted as a use), else
+        None; never reads it. A few ``stat`` calls: cheap enough for a server's event loop."""
+        return self._use(self._key(folder, backbone))
+
+    def get(self, folder: Path, backbone: Backbone) -> LowRank:
+        key = self._key(folder, backbone)
+        if (kept := self._use(key)) is not None:
+            return kept
         low_rank = read_low_rank(folder, backbone)
         with self._lock:
             self._kept[key] = low_rank

@@ -145,7 +145,9 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
     else:
         if body is not None and body.image_url is not None:
             image_bytes = await run_in_threadpool(fetch_query_picture, body.image_url, searcher, settings)
-        encoder = await run_in_threadpool(lambda: searcher.encoder)  # may read the adapter again
+        encoder = searcher.held_encoder()  # no thread hop while the adapter is in memory
+        if encoder is None:
+            encoder = await run_in_threadpool(lambda: searcher.encoder)  # reads the adapter again
         results, _ = await query_vector(
             resources, encoder, settings, text, image_bytes,
             then=lambda vector, query_modality: searcher.search_vector(vector, query_modality, k, options.modality))
