@@ -29,6 +29,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -220,15 +221,18 @@ class LowRankCache:
         self.budget_bytes = budget_bytes
         self._kept: OrderedDict[tuple, LowRank] = OrderedDict()
         self._lock = threading.Lock()
+        self._files: dict[str, tuple[str, ...]] = {}  # folder -> its files' paths (a service stats them every query)
 
-    @staticmethod
-    def _key(folder: Path, backbone: Backbone) -> tuple:
+    def _key(self, folder: Path, backbone: Backbone) -> tuple:
+        where = str(folder)
+        paths = self._files.get(where)
+        if paths is None:
+            paths = self._files[where] = tuple(os.path.join(where, name) for name in (*PEFT_FILES, META_FILE))
         try:
-            files = tuple((st.st_size, st.st_mtime_ns) for st in (
-                (Path(folder) / name).stat() for name in (*PEFT_FILES, META_FILE)))  # fmt: skip
+            files = tuple((st.st_size, st.st_mtime_ns) for st in map(os.stat, paths))
         except OSError:
             files = ()  # read_low_rank says what is missing
-        return (str(folder), backbone.weights_sha256, files)
+        return (where, backbone.weights_sha256, files)
 
     def _use(self, key: tuple) -> LowRank | None:
         with self._lock:
