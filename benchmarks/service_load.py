@@ -1,7 +1,8 @@
 """Latency and throughput of `qualia serve` (issue 9): serial vs concurrent clients, idle and beside training.
 
-On the sample person's profile (crawled, trained on qualia-tiny and indexed into ``--workspace`` if it is
-not there yet), for each ``--torch-threads`` setting, against a real `qualia serve` process:
+On the sample person's profile (crawled, trained on ``--backbone`` and indexed into ``--workspace`` unless
+its newest index is of that backbone already), for each ``--torch-threads`` setting, against a real
+`qualia serve` process:
 
   in_process   encode one query + search, in this process, no HTTP: the floor
   serial       one client, one request after the other: p50/p99 and requests/s
@@ -12,6 +13,15 @@ Targets: concurrent requests/s >= 2.5 x serial; serial HTTP p50 <= 1.15 x in-pro
 <= 2 x serial p99. Prints one JSON object.
 
     .venv/bin/python benchmarks/service_load.py --workspace /tmp/persona --threads 1,2 --out service_load.json
+
+The backbone is the offline stand-in qualia-tiny unless told otherwise. A real CLIP, with random weights
+(the timing is the same, and nothing is downloaded), trained for one epoch (minutes on two cores):
+
+    .venv/bin/python benchmarks/service_load.py --workspace /tmp/persona-b32 --backbone ViT-B-32 \
+        --pretrained random-seed0 --threads 1 --out service_load_b32.json
+
+The training run beside the server (``beside_train``) is qualia-tiny's whatever the served backbone: the
+same load on the cores in every run.
 """
 
 from __future__ import annotations
@@ -33,9 +43,9 @@ import numpy as np
 
 from _report import emit, machine
 from _sample import sample_person
-from qualia.config import TINY_BACKBONE, TrainSettings
+from qualia.config import TINY_BACKBONE, TINY_PRETRAINED, TrainSettings
 from qualia.corpus import Corpus
-from qualia.index import index_profile
+from qualia.index import index_profile, read_manifest
 from qualia.pairs import corpus_pairs
 from qualia.search import ProfileSearcher, query_words
 from qualia.train import train_profile
@@ -61,12 +71,38 @@ def _client_loop(base: str, queries: list[str], latencies: list[float], stop: th
             r.raise_for_status()
 
 
-def prepare_person(ws: Workspace) -> None:
-    """The sample person crawled into ``ws``, trained (qualia-tiny) and indexed, unless already there."""
+def _wanted_weights(backbone: str, pretrained: str | None) -> str | None:
+    """``pretrained`` as an index's manifest records it (a file by its resolved path; None: any weights of
+    ``backbone``, qualia-tiny's shipped stand-in for qualia-tiny)."""
+    if pretrained is None:
+        return TINY_PRETRAINED if backbone == TINY_BACKBONE else None
+    path = Path(pretrained).expanduser()
+    return str(path.resolve()) if path.is_file() else pretrained
+
+
+def indexed_with(ws: Workspace) -> dict[str, Any] | None:
+    """The backbone, weights and versions of the person's newest index in ``ws``, or None."""
+    latest = ws.latest_index(PROFILE)
+    if latest is None:
+        return None
+    manifest = read_manifest(latest)
+    return {"backbone": manifest.get("backbone"), "pretrained": manifest.get("pretrained"), "rows": manifest["count"],
+            "adapter": manifest.get("adapter_version"), "index": latest.name}  # fmt: skip
+
+
+def prepare_person(ws: Workspace, backbone: str = TINY_BACKBONE, pretrained: str | None = None,
+                   epochs: int | None = None) -> None:  # fmt: skip
+    """The sample person crawled into ``ws``, trained on ``backbone`` (``pretrained`` weights) and indexed,
+    unless the person's newest index is of that backbone already. ``epochs``: default the training's own
+    on qualia-tiny, 1 on any other backbone (a real CLIP's epoch takes minutes on a CPU)."""
     sample_person(ws, PROFILE)
-    if ws.latest_index(PROFILE) is None:
-        adapter = train_profile(ws, PROFILE, TrainSettings(backbone=TINY_BACKBONE))
-        index_profile(ws, PROFILE, adapter.name)
+    held, weights = indexed_with(ws), _wanted_weights(backbone, pretrained)
+    if held is not None and held["backbone"] == backbone and weights in (None, held["pretrained"]):
+        return
+    if epochs is None:
+        epochs = TrainSettings.epochs if backbone == TINY_BACKBONE else 1
+    adapter = train_profile(ws, PROFILE, TrainSettings(backbone=backbone, pretrained=pretrained, epochs=epochs))
+    index_profile(ws, PROFILE, adapter.name)
 
 
 def person_queries(ws: Workspace, n: int) -> list[str]:
@@ -159,12 +195,20 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--backbone", default=TINY_BACKBONE,
+                        help=f"open_clip model name the person is trained and served on (default {TINY_BACKBONE})")
+    parser.add_argument("--pretrained", default=None, metavar="TAG|PATH",
+                        help="its weights: hub tag already in the cache, local file, or random-seed<N> "
+                             "(default: the backbone's own default tag)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs when the person is prepared (default: train's on qualia-tiny, 1 otherwise)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     ws = Workspace.at(args.workspace or tempfile.mkdtemp(prefix="qualia-load-"))
-    prepare_person(ws)
+    prepare_person(ws, args.backbone, args.pretrained, args.epochs)
     queries = person_queries(ws, args.queries)
     result: dict[str, Any] = {"machine": machine(), "profile": PROFILE, "clients": args.clients,
+                              "backbone": args.backbone, "served": indexed_with(ws),
                               "in_process": in_process(ws, queries)}  # fmt: skip
     for threads in (int(t) for t in args.threads.split(",")):
         run = against_server(ws, queries, args.port, threads, args.clients)

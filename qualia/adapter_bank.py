@@ -29,6 +29,7 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -238,18 +239,35 @@ class LowRankCache:
         self.budget_bytes = budget_bytes
         self._kept: OrderedDict[tuple, LowRank] = OrderedDict()
         self._lock = threading.Lock()
+        self._files: dict[str, tuple[str, ...]] = {}  # folder -> its files' paths (a service stats them every query)
 
-    def get(self, folder: Path, backbone: Backbone) -> LowRank:
+    def _key(self, folder: Path, backbone: Backbone) -> tuple:
+        where = str(folder)
+        paths = self._files.get(where)
+        if paths is None:
+            paths = self._files[where] = tuple(os.path.join(where, name) for name in (*PEFT_FILES, META_FILE))
         try:
-            files = tuple((st.st_size, st.st_mtime_ns) for st in (
-                (Path(folder) / name).stat() for name in (*PEFT_FILES, META_FILE)))  # fmt: skip
+            files = tuple((st.st_size, st.st_mtime_ns) for st in map(os.stat, paths))
         except OSError:
             files = ()  # read_low_rank says what is missing
-        key = (str(folder), backbone.weights_sha256, files)
+        return (where, backbone.weights_sha256, files)
+
+    def _use(self, key: tuple) -> LowRank | None:
         with self._lock:
             if key in self._kept:
                 self._kept.move_to_end(key)
                 return self._kept[key]
+        return None
+
+    def held(self, folder: Path, backbone: Backbone) -> LowRank | None:
+        """The adapter in ``folder`` if it is in memory with its files unchanged (counted as a use), else
+        None; never reads it. A few ``stat`` calls: cheap enough for a server's event loop."""
+        return self._use(self._key(folder, backbone))
+
+    def get(self, folder: Path, backbone: Backbone) -> LowRank:
+        key = self._key(folder, backbone)
+        if (kept := self._use(key)) is not None:
+            return kept
         low_rank = read_low_rank(folder, backbone)
         with self._lock:
             self._kept[key] = low_rank

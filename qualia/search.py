@@ -69,10 +69,11 @@ class ProfileSearcher:
 
     ``encoder`` is fixed, or, with ``low_rank_of``, made for each use over the shared backbone from an
     adapter cache (``qualia.adapter_bank.LowRankCache``), so an adapter the cache let go is read again
-    when its profile is next searched."""
+    when its profile is next searched. ``low_rank_of(read)`` gives the backbone and the adapter, read
+    if need be when ``read``, else only as held (None when it is not)."""
 
     def __init__(self, profile: str, index: ProfileIndex, encoder: Encoder | None = None,
-                 low_rank_of: Callable[[], tuple[Backbone, LowRank]] | None = None):  # fmt: skip
+                 low_rank_of: Callable[[bool], tuple[Backbone, LowRank | None]] | None = None):  # fmt: skip
         if (encoder is None) == (low_rank_of is None):
             raise ValueError("give an encoder or where its adapter comes from, not both")
         self.profile = profile
@@ -86,8 +87,19 @@ class ProfileSearcher:
             return self._encoder
         from qualia.embed import Encoder
 
-        backbone, low_rank = self._low_rank_of()
+        backbone, low_rank = self._low_rank_of(True)
         return Encoder(backbone.model, backbone, low_rank=low_rank)
+
+    def held_encoder(self) -> Encoder | None:
+        """``encoder`` when making it reads nothing (a fixed encoder, or an adapter the cache holds with
+        its files unchanged), else None: a few ``stat`` calls at most, so a server's event loop can ask
+        instead of handing every query to a thread for it."""
+        if self._encoder is not None:
+            return self._encoder
+        from qualia.embed import Encoder
+
+        backbone, low_rank = self._low_rank_of(False)
+        return None if low_rank is None else Encoder(backbone.model, backbone, low_rank=low_rank)
 
     @property
     def index_version(self) -> str:
@@ -153,7 +165,8 @@ class ProfileSearcher:
         try:
             if adapters is not None and adapter_dir is not None:
                 adapters.get(adapter_dir, backbone)  # read now: a damaged adapter fails the load, not a query
-                searcher = cls(profile, index, low_rank_of=lambda: (backbone, adapters.get(adapter_dir, backbone)))
+                searcher = cls(profile, index, low_rank_of=lambda read: (
+                    backbone, adapters.get(adapter_dir, backbone) if read else adapters.held(adapter_dir, backbone)))
             else:
                 searcher = cls(profile, index, Encoder.load(backbone, adapter_dir))
         except CorruptArtifact as e:

@@ -136,7 +136,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         resources.start()
         if settings.preload:
             await run_in_threadpool(resources.preload)
-        log.info("qualia service ready (workspace %s)", ws.root)
+        log.info("qualia service ready (workspace %s; access log %s)", ws.root,
+                 "on" if settings.access_log else "off: qualia serve --access-log or QUALIA_ACCESS_LOG=1 turns it on")
         yield
         resources.close()
 

@@ -147,6 +147,7 @@ class KeyRing:
 
     def __init__(self, ws: workspace.Workspace):
         self.path = keys_path(ws)
+        self._files = (str(self.path), str(self.path) + "-wal")  # stat'ed at every request: strings, not paths
         self._ws = ws
         self._signature: tuple | None = None
         self._rows: dict[str, tuple[bytes, str]] = {}
@@ -155,9 +156,9 @@ class KeyRing:
 
     def _stat(self) -> tuple:
         out = []
-        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+        for path in self._files:
             try:
-                st = path.stat()
+                st = os.stat(path)
                 out.append((st.st_ino, st.st_mtime_ns, st.st_size))
             except FileNotFoundError:
                 out.append(None)

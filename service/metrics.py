@@ -31,6 +31,17 @@ class ServiceMetrics:
         self.batch = Histogram("qualia_encode_batch_queries", "queries encoded together in one batch",
                                buckets=BATCH_BUCKETS, registry=self.registry)  # fmt: skip
         self.registry.register(_ResourceCollector(resources))
+        self._series: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # (endpoint, method, status) -> its children
+
+    def observe(self, endpoint: str, method: str, status: str, seconds: float) -> None:
+        """One request answered. Each series' children are looked up once (``labels`` checks and locks at
+        every call); endpoints are route templates, so the series are few."""
+        series = self._series.get((endpoint, method, status))
+        if series is None:
+            series = self._series[(endpoint, method, status)] = (self.requests.labels(endpoint, method, status),
+                                                                  self.latency.labels(endpoint, method))  # fmt: skip
+        series[0].inc()
+        series[1].observe(seconds)
 
     def answer(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
@@ -82,9 +93,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, sending)
         finally:
-            endpoint, method = _endpoint(scope), scope.get("method", "")
-            self.metrics.requests.labels(endpoint, method, str(status["code"])).inc()
-            self.metrics.latency.labels(endpoint, method).observe(time.perf_counter() - started)
+            self.metrics.observe(_endpoint(scope), scope.get("method", ""), str(status["code"]),
+                                 time.perf_counter() - started)  # fmt: skip
 
 
 def metrics_endpoint(request: Request) -> Response:

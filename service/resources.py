@@ -9,6 +9,7 @@ passed over for the newest usable one (``workspace.newest_usable``), which answe
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ class Resources:
         self._searchers: dict[str, tuple[str, ProfileSearcher]] = {}
         self._indexes: dict[str, tuple[str, ProfileIndex]] = {}
         self._newest: dict[str, tuple[tuple[int, int], str]] = {}  # profile -> (index folder's inode and mtime, newest)
+        self._index_dirs: dict[str, str] = {}  # profile -> its index folder, stat'ed at every request
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
@@ -69,9 +71,11 @@ class Resources:
         holds. The kernel stamps mtimes from a coarse clock: a listing made within ``RACY_NS`` of the
         folder's last change is not trusted, since a change in the same tick would leave the stamp as it was.
         """
-        folder = self.ws.index_dir(profile)
+        folder = self._index_dirs.get(profile)
+        if folder is None:
+            folder = self._index_dirs[profile] = str(self.ws.index_dir(profile))
         try:
-            st = folder.stat()
+            st = os.stat(folder)
             stamp = (st.st_ino, st.st_mtime_ns)
         except OSError:
             stamp = None

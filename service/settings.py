@@ -35,6 +35,10 @@ class ServiceSettings(BaseSettings):
     max_batch: int = Field(32, ge=1, le=1024, description="queries encoded together at most")
     device: str = "cpu"
     preload: bool = Field(True, description="load the backbones of existing indexes at startup")
+    access_log: bool = Field(
+        False, description="log a line for every request (uvicorn's access log; QUALIA_ACCESS_LOG=1 or qualia serve "
+                           "--access-log); off, /metrics still counts and times them, and a search costs less"
+    )
     require_keys: bool = Field(
         False, description="refuse /v1 without a valid key even when the key store is empty (set when not on loopback)"
     )

@@ -16,7 +16,7 @@ from qualia.backbone import state_dict_sha256
 from qualia.config import TrainSettings
 from qualia.embed import Encoder
 from qualia.errors import AdapterMismatch, CorruptArtifact
-from qualia.lora import adapter_identity, attach_lora, save_adapter
+from qualia.lora import META_FILE, adapter_identity, attach_lora, save_adapter
 from qualia.towers import depths
 
 TEXTS = ["a quiet morning in the kitchen", "tidewater tidewater fog", "honey light on a cup", "x"]
@@ -128,3 +128,26 @@ def test_training_attention_on_activations_has_peft_s_features_and_gradients(tin
     for name, grad in grads.items():
         assert torch.allclose(grad, merged_grads[name], rtol=1e-4, atol=1e-5), name
     assert torch.equal(features_and_grads()[0], merged)  # peft's own forward is back
+
+
+def test_held_never_reads_and_sees_what_get_would_read_again(tiny, tmp_path: Path) -> None:
+    """What the service's event loop asks (no thread hop): the adapter if in memory as on disk, else None."""
+    from qualia.adapter_bank import LowRankCache
+    from qualia.search import ProfileSearcher
+
+    folders = [_saved_adapter(tiny, tmp_path / f"a{i}", 2, False) for i in range(2)]
+    cache = LowRankCache(budget_bytes=0)  # holds one adapter: the newest
+    searcher = ProfileSearcher("p", None, low_rank_of=lambda read: (  # type: ignore[arg-type]
+        tiny, cache.get(folders[0], tiny) if read else cache.held(folders[0], tiny)))
+    assert cache.held(folders[0], tiny) is None and searcher.held_encoder() is None and len(cache) == 0
+    first = searcher.encoder.low_rank  # reads it
+    assert cache.held(folders[0], tiny) is first and searcher.held_encoder().low_rank is first
+    cache.get(folders[1], tiny)  # the budget lets folders[0] go
+    assert searcher.held_encoder() is None and cache.held(folders[0], tiny) is None
+    again = searcher.encoder.low_rank
+    assert again is not first and searcher.held_encoder().low_rank is again
+    meta = folders[0] / META_FILE  # rewritten in place: held no longer, read and checked again by get
+    meta.write_text(meta.read_text() + " ")
+    assert searcher.held_encoder() is None and searcher.encoder.low_rank is not again
+    fixed = ProfileSearcher("p", None, encoder=Encoder(tiny.model, tiny))  # type: ignore[arg-type]
+    assert fixed.held_encoder() is fixed.encoder

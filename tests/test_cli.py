@@ -155,3 +155,29 @@ def test_an_unexpected_failure_is_one_line_naming_the_way_to_the_traceback(tmp_p
     assert len(out.stderr.strip().splitlines()) == 1 and "QUALIA_DEBUG=1" in out.stderr
     debug = run_qualia("corpus", "mara", env={"QUALIA_HOME": str(tmp_path), "QUALIA_DEBUG": "1"})
     assert "Traceback" in debug.stderr
+
+
+@pytest.mark.parametrize("flags,env,logged", [([], {}, False), (["--access-log"], {}, True),
+                                              ([], {"QUALIA_ACCESS_LOG": "1"}, True)])  # fmt: skip
+def test_serve_logs_a_line_per_request_only_when_asked(monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                       env: dict[str, str], logged: bool) -> None:  # fmt: skip
+    """The access log costs each request time on the event loop; /metrics counts requests either way."""
+    import uvicorn
+
+    from qualia.cli.main import main
+
+    started: dict = {}
+
+    class Server:  # uvicorn's, as far as serve uses it, without serving
+        def __init__(self, config: uvicorn.Config) -> None:
+            started["config"] = config
+
+        def run(self, sockets: list[socket.socket]) -> None:
+            for sock in sockets:
+                sock.close()
+
+    monkeypatch.setattr(uvicorn, "Server", Server)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["serve", "--port", "0", *flags]) == 0
+    assert started["config"].access_log is logged

@@ -272,7 +272,9 @@ def cmd_serve(ws: Workspace, args: argparse.Namespace) -> int:
     settings.require_keys = settings.require_keys or not _is_loopback(args.host)
     if args.torch_threads is not None:
         settings.torch_threads = args.torch_threads
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info"))
+    settings.access_log = settings.access_log or args.access_log
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
+                                           access_log=settings.access_log))  # fmt: skip
     server.run(sockets=[sock])
     return 0
 
@@ -448,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--torch-threads", type=int, default=None, metavar="N",
                     help="torch threads of the encoding worker (default 1, or QUALIA_TORCH_THREADS; 0: torch's own "
                          "default); one keeps latency steady beside other work on the cores (docs/benchmarks.md)")
+    sp.add_argument("--access-log", action="store_true",
+                    help="log a line for every request (or QUALIA_ACCESS_LOG=1); off by default: /metrics counts and "
+                         "times requests either way, and the line costs each request time on the event loop")
 
     keys = sub.add_parser("keys", help="API keys for `qualia serve`, each scoped to one profile",
                           description="API keys for `qualia serve`, each scoped to one profile (stored hashed)",

@@ -13,7 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from qualia.text import MAX_QUERY_CHARS
 
-from service.deps import ProfileDep, ResourcesDep, SettingsDep, answers, key_scope
+from service.deps import ProfileDep, answers, key_scope
 from service.queries import decode_base64, fetch_query_picture, query_vector, with_image_link
 
 router = APIRouter(prefix="/v1/profiles", tags=["search"], dependencies=[Depends(key_scope)],
@@ -133,9 +133,11 @@ _REQUEST_BODY = {
 
 @router.post("/{profile}/search", response_model=SearchResponse, openapi_extra={"requestBody": _REQUEST_BODY},
              responses=answers(400, 403, 404, 408, 409, 413, 415))
-async def search(request: Request, profile: ProfileDep, settings: SettingsDep, resources: ResourcesDep) -> Any:
+async def search(request: Request, profile: ProfileDep) -> Any:
     """Nearest pictures and texts of the profile's index to a text, a picture (sent, or fetched from an
     allowed ``image_url``), or one of its own rows (``id``: more like it)."""
+    # the app's state as is, not as dependencies: each is solved at every request (deps.py)
+    settings, resources = request.app.state.settings, request.app.state.resources
     options, text, image_bytes, body = await _parse(request, settings)
     k = options.k or settings.default_k
     started = time.perf_counter()
@@ -145,7 +147,9 @@ async def search(request: Request, profile: ProfileDep, settings: SettingsDep, r
     else:
         if body is not None and body.image_url is not None:
             image_bytes = await run_in_threadpool(fetch_query_picture, body.image_url, searcher, settings)
-        encoder = await run_in_threadpool(lambda: searcher.encoder)  # may read the adapter again
+        encoder = searcher.held_encoder()  # no thread hop while the adapter is in memory
+        if encoder is None:
+            encoder = await run_in_threadpool(lambda: searcher.encoder)  # reads the adapter again
         results, _ = await query_vector(
             resources, encoder, settings, text, image_bytes,
             then=lambda vector, query_modality: searcher.search_vector(vector, query_modality, k, options.modality))
