@@ -5,6 +5,7 @@ an encoder (index, evaluation) through the cache gives the whole tower's embeddi
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from pathlib import Path
 
@@ -79,8 +80,10 @@ def test_a_damaged_shard_is_dropped_and_recomputed(tiny, tmp_path: Path, caplog,
         again = TrunkCache(tmp_path, tiny, 2).trunks(pixels)
     assert torch.equal(again, good)
     assert "dropping" in caplog.text and shard.name in caplog.text
-    assert not shard.exists()  # rebuilt under the checksum of its new bytes
-    assert len(list(TrunkCache(tmp_path, tiny, 2).folder.iterdir())) == 1
+    # rebuilt: one shard whose bytes hash to its name (the old name again when the recomputed bytes equal
+    # the first ones, which depends on the math library's kernels, not on the cache)
+    (rebuilt,) = TrunkCache(tmp_path, tiny, 2).folder.iterdir()
+    assert hashlib.sha256(rebuilt.read_bytes()).hexdigest() == rebuilt.name.split(".")[0]
 
 
 def test_keys_are_the_pixels_content(tiny) -> None:
