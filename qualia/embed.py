@@ -20,7 +20,7 @@ from qualia.progress import bar
 from qualia.adapter_bank import LowRank
 from qualia.errors import InvalidImage
 from qualia.lora import adapted_image_blocks, load_adapter
-from qualia.towers import depths, encode_text, image_head
+from qualia.towers import depths, encode_text, image_head, text_lengths
 from qualia.trunk_cache import TrunkCache
 
 
@@ -91,7 +91,7 @@ class Encoder:
     def encode_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         """(n, context_length) token ids -> (n, dim), in the given order. Texts go through in batches of
         similar length, each cut to its longest text (``towers.encode_text``): padding costs nothing."""
-        order = torch.argsort((tokens != 0).sum(dim=1), stable=True)
+        order = torch.argsort(text_lengths(tokens), stable=True)
         rows = None
         if self.low_rank is not None and self.low_rank.token_ids is not None:
             rows = (self.low_rank.token_ids, self.low_rank.token_rows)

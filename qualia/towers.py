@@ -9,7 +9,8 @@ Exact for open_clip's ``CLIP`` (the models qualia trains: a ViT image tower, a c
 the end-of-text token); ``tests/test_towers.py`` checks trunk + head against ``encode_image`` and
 ``encode_text``. The last block of a head runs at the one position the feature is read from (the class
 token, the end-of-text token): attention still reads every position, but the other positions' outputs,
-which nothing reads, are not computed; that is most of a block (its MLP and projections). ``model`` may be a peft model around the CLIP: its LoRA layers sit inside the blocks.
+which nothing reads, are not computed; that is most of a block (its MLP and projections). ``model`` may
+be a peft model around the CLIP: its LoRA layers sit inside the blocks.
 Shapes: pixels (n, 3, S, S); tokens (n, context_length) long; activations (n, sequence, width).
 """
 
@@ -32,6 +33,11 @@ def text_length(tokens: torch.Tensor) -> int:
     """Columns of a (n, context_length) token batch up to its longest text's end (padding is id 0)."""
     used = (tokens != 0).any(dim=0).nonzero()
     return int(used[-1]) + 1 if len(used) else 1
+
+
+def text_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """(n,) tokens of each row of a (n, context_length) batch up to its end (padding is id 0)."""
+    return (tokens != 0).sum(dim=1)
 
 
 def _splittable_text(clip: torch.nn.Module) -> bool:
