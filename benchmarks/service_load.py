@@ -4,7 +4,9 @@ On the sample person's profile (crawled, trained on ``--backbone`` and indexed i
 its newest index is of that backbone already), for each ``--torch-threads`` setting, against a real
 `qualia serve` process:
 
-  in_process   encode one query + search, in this process, no HTTP: the floor
+  in_process   encode one query + search, in this process, no HTTP, the adapter applied unmerged over the
+               shared backbone as the server applies it: the floor (``in_process_merged``: merged, as the
+               command line does)
   serial       one client, one request after the other: p50/p99 and requests/s
   concurrent   16 clients at once: requests/s, p50/p99
   beside_train one client while `qualia train` runs on the same cores (on a copy of the workspace): p50/p99
@@ -112,11 +114,15 @@ def person_queries(ws: Workspace, n: int) -> list[str]:
     return [texts[(i * 7919) % len(texts)][:60] for i in range(n)]
 
 
-def in_process(ws: Workspace, queries: list[str]) -> dict[str, float]:
+def in_process(ws: Workspace, queries: list[str], unmerged: bool = True) -> dict[str, float]:
+    """Encode + search with no HTTP. ``unmerged``: the adapter applied over the shared backbone, as the
+    server does (``LowRankCache``); else merged into a copy of the backbone, as the command line does."""
     import torch
 
+    from qualia.adapter_bank import LowRankCache
+
     torch.set_num_threads(1)
-    searcher = ProfileSearcher.load(ws, PROFILE)
+    searcher = ProfileSearcher.load(ws, PROFILE, adapters=LowRankCache(1 << 30) if unmerged else None)
     for words in queries[:20]:
         searcher.search_text(words)
     latencies = []
@@ -209,7 +215,8 @@ def main() -> int:
     queries = person_queries(ws, args.queries)
     result: dict[str, Any] = {"machine": machine(), "profile": PROFILE, "clients": args.clients,
                               "backbone": args.backbone, "served": indexed_with(ws),
-                              "in_process": in_process(ws, queries)}  # fmt: skip
+                              "in_process": in_process(ws, queries),
+                              "in_process_merged": in_process(ws, queries, unmerged=False)}  # fmt: skip
     for threads in (int(t) for t in args.threads.split(",")):
         run = against_server(ws, queries, args.port, threads, args.clients)
         run["serial_p50_over_in_process"] = round(run["serial"]["p50_ms"] / result["in_process"]["p50_ms"], 2)

@@ -9,7 +9,8 @@ run and one process, one after the other (never two at once on the same cores):
       empty trunk cache (``qualia.trunk_cache``), as a person's first training pays it; and again with the
       cache warm (``b_warm``: a retrain, or another profile sharing pictures or the generic sets);
   (c) the skeleton's recipe: LoRA in every block, back-propagated through both whole towers
-      (``lora_blocks=0``), with the same epochs, + ``qualia index``.
+      (``lora_blocks=0``), token rows at the LoRA's learning rate every epoch, with the same epochs,
+      + ``qualia index``.
 
 Prints one JSON object: seconds of each, (b)/(a) and (c)/(b), and each adapter's held-out recall@10 and
 retention. Random weights are fine for timing ViT-B-32:
@@ -101,7 +102,8 @@ def main() -> int:
         result["b_qualia"] = train_and_index(ws, TrainSettings(**common, **extra))
         result["b_warm"] = train_and_index(ws, TrainSettings(**common, **extra))
     if "c" not in skip:
-        result["c_full_backprop"] = train_and_index(ws, TrainSettings(**common, **{**extra, "lora_blocks": 0}))
+        skeleton = {"lora_blocks": 0, "token_epochs": 0, "token_lr_scale": 1.0}  # tokens at lr, every epoch
+        result["c_full_backprop"] = train_and_index(ws, TrainSettings(**common, **{**extra, **skeleton}))
     a, b, c = (result.get(k, {}).get("seconds") for k in ("a_frozen_pass", "b_qualia", "c_full_backprop"))
     if a and b:
         result["b_over_a"] = round(b / a, 2)

@@ -68,6 +68,7 @@ MIN_VAL_PAIRS = 2
 CHECKPOINT_DIR = ".checkpoint"
 CHECKPOINT_FILE = "state.pt"
 WARMUP_FRACTION = 0.1
+TOKEN_ROWS = "trainable_tokens_"  # peft's name for the trained token embedding rows
 
 
 @dataclass
@@ -476,7 +477,8 @@ def _text_trunks(tokens: torch.Tensor, model: torch.nn.Module, stop: int, device
     ``model`` may be the training model: its trained token embeddings, if any, are used."""
     clip = towers.clip_of(model)
     acts = torch.zeros(len(tokens), towers.text_length(tokens), clip.transformer.width, dtype=torch.float16)
-    chunks = bar(torch.arange(len(tokens)).split(TRUNK_BATCH), enabled=progress, leave=False,
+    by_length = torch.argsort(towers.text_lengths(tokens), stable=True)  # each chunk cut to its own longest
+    chunks = bar(by_length.split(TRUNK_BATCH), enabled=progress, leave=False,
                  desc="computing the frozen blocks of the texts")  # fmt: skip
     was_training = model.training
     model.eval()
@@ -492,7 +494,7 @@ def _freeze_tokens(run: _Run, material: _Material, text_start: int, device: torc
     """The token embeddings stop training; the text tower below ``text_start`` is frozen from now on, so
     its output (through the trained embeddings) is computed once and each step runs only the top blocks."""
     for name, parameter in run.model.named_parameters():
-        if "trainable_tokens_" in name:
+        if TOKEN_ROWS in name:
             parameter.requires_grad_(False)
     for side in ("train_data", "val_data"):
         data = getattr(material, side)
@@ -538,6 +540,22 @@ def _person_tokens(material: _Material, backbone: Backbone) -> list[int]:
     return [i for i in ids if 0 < i < vocab - 2]
 
 
+def _param_groups(model: torch.nn.Module, trained: list[str]) -> list[dict[str, Any]]:
+    """The optimizer's groups: LoRA weights, and the token embedding rows (own schedule: ``_lr_of``)."""
+    named = dict(model.named_parameters())
+    groups = [{"params": [named[n] for n in trained if (TOKEN_ROWS in n) == token], "tokens": token}
+              for token in (False, True)]
+    return [g for g in groups if g["params"]]
+
+
+def _lr_of(tokens: bool, step: int, total: int, token_total: int, settings: TrainSettings) -> float:
+    """Learning rate of a group at global ``step`` of ``total``. Token rows run ``token_lr_scale`` times
+    higher over their own ``token_total`` steps, then hold their last (near zero) rate: frozen by then."""
+    if not tokens:
+        return _lr_at(step, total, settings.lr)
+    return _lr_at(min(step, token_total - 1), token_total, settings.lr * settings.token_lr_scale)
+
+
 def _start_run(
     backbone: Backbone, settings: TrainSettings, material: _Material, checkpoint: Path, profile: str
 ) -> _Run:
@@ -548,11 +566,9 @@ def _start_run(
         lora = settings.lora(tokens, towers.depths(backbone.model))
         model = attach_lora(backbone, lora)
     trained = [n for n, p in model.named_parameters() if p.requires_grad]
-    named = dict(model.named_parameters())
-    trainable = [named[n] for n in trained]
     run = _Run(
         model=model,
-        optimizer=torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay),
+        optimizer=torch.optim.AdamW(_param_groups(model, trained), lr=settings.lr, weight_decay=settings.weight_decay),
         scale=backbone.model.logit_scale.detach().exp().clamp(max=100.0),
         checkpoint=checkpoint,
         fingerprint=_fingerprint(settings, backbone, material.train, material.val),
@@ -605,6 +621,7 @@ def _epochs(
     n_train = len(material.train)
     total_steps = steps_per_epoch * settings.epochs
     freeze = settings.tokens_freeze_at(towers.depths(backbone.model))
+    token_steps = steps_per_epoch * freeze[0] if freeze else total_steps
     for epoch in range(run.start_epoch, settings.epochs):
         if settings.patience and run.best_epoch and epoch - run.best_epoch >= settings.patience:
             log.info("no better held-out recall since epoch %d: stopping after epoch %d", run.best_epoch, epoch)
@@ -620,7 +637,7 @@ def _epochs(
                 pool = len(material.train_data.tokens) - n_train
                 batch = torch.cat([batch, n_train + torch.randperm(pool, generator=generator)[: settings.generic_replay]])
             for group in run.optimizer.param_groups:
-                group["lr"] = _lr_at(epoch * steps_per_epoch + i, total_steps, settings.lr)
+                group["lr"] = _lr_of(group["tokens"], epoch * steps_per_epoch + i, total_steps, token_steps, settings)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=settings.mixed_precision()):
                 loss = contrastive_loss(run.model, material.train_data, batch, run.scale, device,
                                         settings.text_negatives, settings.generic_anchor)

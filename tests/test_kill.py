@@ -67,8 +67,8 @@ def test_training_killed_at_several_moments_ends_with_the_uninterrupted_adapter(
     moments = {  # each run resumes what the one killed before it left
         "caching the frozen blocks, one shard written": lambda: len(_shards(killed)) >= 1,
         "caching, more shards written": lambda: len(_shards(killed)) >= 4,
-        "after the first epoch's checkpoint": lambda: _checkpoint_epoch(killed) >= 1,
-        "after the third epoch's checkpoint": lambda: _checkpoint_epoch(killed) >= 3,
+        "after the first epoch's checkpoint (token rows still training)": lambda: _checkpoint_epoch(killed) >= 1,
+        "after the third epoch's checkpoint (token rows frozen after two)": lambda: _checkpoint_epoch(killed) >= 3,
     }
     for moment, when in moments.items():
         assert train(killed.root, kill_when=when) == -signal.SIGKILL, f"it ended before it was killed {moment}"

@@ -13,6 +13,7 @@ from PIL import Image
 
 from qualia.towers import depths, encode_text, image_head, image_trunk, text_head, text_length, text_trunk
 from qualia.config import LoraSettings, TrainSettings, top_blocks_pattern
+from qualia.errors import InvalidArgument
 from qualia.embed import Encoder
 from qualia.lora import attach_lora
 
@@ -142,6 +143,23 @@ def test_token_embeddings_train_first_then_freeze_into_a_text_trunk(tmp_path) ->
     assert metrics["adapter"]["t2i"]["r10"] > metrics["base"]["t2i"]["r10"] + 0.1, metrics
     last = meta["history"][meta["best_epoch"] - 1]
     assert abs(last["val_t2i_r10"] - metrics["adapter"]["t2i"]["r10"]) <= 0.03
+
+
+def test_token_rows_follow_their_own_faster_schedule_over_the_epochs_they_train_in() -> None:
+    """Token rows peak at ``token_lr_scale`` x lr and decay to ~0 by the freeze; the LoRA weights keep the
+    whole run's schedule, peaking after the rows' warmup."""
+    from qualia.train import _lr_of
+
+    settings = TrainSettings(epochs=10, token_epochs=2, token_lr_scale=10.0, lr=1e-3)
+    total, token_total = 100, 20
+    tokens = [_lr_of(True, step, total, token_total, settings) for step in range(total)]
+    lora = [_lr_of(False, step, total, token_total, settings) for step in range(total)]
+    assert max(tokens) == pytest.approx(1e-2) and max(lora) == pytest.approx(1e-3)
+    assert tokens.index(max(tokens)) < lora.index(max(lora))
+    assert tokens[token_total - 1] < 1e-4 and set(tokens[token_total:]) == {tokens[token_total - 1]}
+    assert lora[token_total] > 5e-4  # the LoRA weights are far from done when the rows freeze
+    with pytest.raises(InvalidArgument):
+        TrainSettings(token_lr_scale=0)
 
 
 def test_a_text_trunk_through_trained_tokens_gives_the_whole_towers_embeddings(tiny) -> None:

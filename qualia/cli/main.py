@@ -111,8 +111,9 @@ def cmd_corpus(ws: Workspace, args: argparse.Namespace) -> int:
 def cmd_train(ws: Workspace, args: argparse.Namespace) -> int:
     ws.require(args.profile, "corpus")
     given = {name: getattr(args, name)
-             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens", "token_epochs", "device",
-                          "precision", "text_negatives", "generic_replay", "generic_anchor")}
+             for name in ("backbone", "pretrained", "epochs", "patience", "rank", "lora_blocks", "train_tokens",
+                          "token_epochs", "token_lr_scale", "device", "precision", "text_negatives", "generic_replay",
+                          "generic_anchor")}
     settings = TrainSettings(**given)
 
     from qualia.train import train_profile
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--train-tokens", dest="train_tokens", action=argparse.BooleanOptionalAction, default=True,
                     help={f.name: f for f in dataclasses.fields(TrainSettings)}["train_tokens"].metadata["help"])
     _train_flag(sp, "token_epochs", "N", type=int)
+    _train_flag(sp, "token_lr_scale", "X", type=float)
     _train_flag(sp, "device", "DEVICE", choices=("cpu", "cuda"))
     _train_flag(sp, "precision", "P", choices=PRECISIONS)
     _train_flag(sp, "text_negatives", "W", type=float)
