@@ -101,9 +101,9 @@ class TrainSettings:
                           "(1 - cosine to the frozen backbone's), beside generic_replay; 0 turns it off"},
     )
     lora_blocks: int = field(
-        default=2,
+        default=1,
         metadata={"help": "adapt only the top N blocks of each tower, computing the frozen blocks below once "
-                          "instead of every step (0: every block)"},
+                          "instead of every step (0: every block; docs/benchmarks.md has the sweep behind 1)"},
     )
     train_tokens: bool = field(
         default=True,
