@@ -41,6 +41,9 @@ def _missing_peft_files(folder: Path) -> list[str]:
     return [f for f in PEFT_FILES if not (folder / f).is_file()]
 
 
+TOKEN_ROWS = "trainable_tokens_"  # in the names of peft's trained token embedding rows
+
+
 def attach_lora(backbone: Backbone, settings: LoraSettings) -> peft.PeftModel:
     """A trainable copy of the backbone with LoRA injected; only LoRA parameters (and trainable token
     embeddings, when the settings name tokens) require grad.
@@ -49,7 +52,7 @@ def attach_lora(backbone: Backbone, settings: LoraSettings) -> peft.PeftModel:
     """
     model = peft.get_peft_model(copy.deepcopy(backbone.model), settings.peft_config())
     for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name or "trainable_tokens_" in name)
+        p.requires_grad_("lora_" in name or TOKEN_ROWS in name)
     return model
 
 

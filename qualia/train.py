@@ -56,7 +56,7 @@ from qualia.embed import Encoder
 from qualia.errors import NotEnoughData
 from qualia import plots
 from qualia.evaluate import SPLIT_FILE, compare, preprocess_images, retrieval_metrics, unique_images
-from qualia.lora import adapter_identity, attach_lora, save_adapter
+from qualia.lora import TOKEN_ROWS, adapter_identity, attach_lora, save_adapter
 from qualia.pairs import Pair, corpus_pairs, split_pairs
 from qualia.progress import bar
 from qualia.trunk_cache import TrunkCache
@@ -68,7 +68,6 @@ MIN_VAL_PAIRS = 2
 CHECKPOINT_DIR = ".checkpoint"
 CHECKPOINT_FILE = "state.pt"
 WARMUP_FRACTION = 0.1
-TOKEN_ROWS = "trainable_tokens_"  # peft's name for the trained token embedding rows
 
 
 @dataclass
