@@ -18,10 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from qualia.errors import QualiaError
 
+from service.lane import SearchLane, replay_body
 from service.metrics import MetricsMiddleware, ServiceMetrics, metrics_endpoint
 from service.resources import Resources
 from service.routers import clip_retrieval, feedback, health, page, profiles, search
@@ -59,17 +60,7 @@ class BodySizeLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(b"".join(chunks), False, receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse(
@@ -152,6 +143,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.workspace = ws
     app.state.resources = resources
+    # innermost first: the lane sees a body BodySizeLimit has capped, and /metrics counts what it answers
+    app.add_middleware(SearchLane, state=app.state, route=search.router.routes[0])
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.state.metrics = metrics = ServiceMetrics(resources)
     resources.worker.on_batch = metrics.batch.observe

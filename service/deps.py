@@ -74,11 +74,15 @@ WorkspaceDep = Annotated[Workspace, Depends(get_workspace)]
 bearer = HTTPBearer(auto_error=False, description="an API key from `qualia keys create PROFILE`")
 
 
-def keyring_of(request: Request) -> KeyRing:
-    state = request.app.state
-    if not hasattr(state, "keyring"):  # made on first use, so create_app needs no auth wiring
+def keyring_in(state: Any) -> KeyRing:
+    """The app's key ring (``state``: the app's state), made on first use, so create_app needs no auth wiring."""
+    if not hasattr(state, "keyring"):
         state.keyring = KeyRing(state.workspace)
     return state.keyring
+
+
+def keyring_of(request: Request) -> KeyRing:
+    return keyring_in(request.app.state)
 
 
 async def key_scope(

@@ -150,9 +150,22 @@ async def search(request: Request, profile: ProfileDep) -> Any:
         encoder = searcher.held_encoder()  # no thread hop while the adapter is in memory
         if encoder is None:
             encoder = await run_in_threadpool(lambda: searcher.encoder)  # reads the adapter again
-        results, _ = await query_vector(
-            resources, encoder, settings, text, image_bytes,
-            then=lambda vector, query_modality: searcher.search_vector(vector, query_modality, k, options.modality))
+        results = await search_encoded(resources, settings, searcher, encoder, text, image_bytes, k, options.modality)
+    return search_answer(profile, searcher, results, started)
+
+
+async def search_encoded(resources, settings, searcher, encoder, text: str | None, image_bytes: bytes | None, k: int,
+                         modality: str) -> list[dict[str, Any]]:  # fmt: skip
+    """The ``k`` rows of ``modality`` nearest to the words or picture, encoded on the batching worker and
+    searched right after on it (faiss off the event loop, no thread hop of its own)."""
+    results, _ = await query_vector(
+        resources, encoder, settings, text, image_bytes,
+        then=lambda vector, query_modality: searcher.search_vector(vector, query_modality, k, modality))
+    return results
+
+
+def search_answer(profile: str, searcher, results: list[dict[str, Any]], started: float) -> dict[str, Any]:
+    """The answer (``SearchResponse``'s fields) to a search of ``profile`` begun at ``started``."""
     return {
         "results": [with_image_link(profile, r) for r in results],
         "adapter": searcher.adapter_version,
