@@ -11,8 +11,10 @@ its newest index is of that backbone already), for each ``--torch-threads`` sett
   concurrent   16 clients at once: requests/s, p50/p99
   beside_train one client while `qualia train` runs on the same cores (on a copy of the workspace): p50/p99
 
-Targets: concurrent requests/s >= 2.5 x serial; serial HTTP p50 <= 1.15 x in-process; beside_train p99
-<= 2 x serial p99. Prints one JSON object.
+The first three are taken in turn, ``--rounds`` times, so each ratio compares phases run seconds apart
+(this machine's speed drifts between runs by more than the differences measured). Targets: concurrent
+requests/s >= 2.5 x serial; serial HTTP p50 <= 1.15 x in-process; beside_train p99 <= 2 x serial p99.
+Prints one JSON object.
 
     .venv/bin/python benchmarks/service_load.py --workspace /tmp/persona --threads 1,2 --out service_load.json
 
@@ -130,24 +132,29 @@ def person_queries(ws: Workspace, n: int) -> list[str]:
     return [texts[(i * 7919) % len(texts)][:60] for i in range(n)]
 
 
-def in_process(ws: Workspace, queries: list[str], unmerged: bool = True) -> dict[str, float]:
-    """Encode + search with no HTTP. ``unmerged``: the adapter applied over the shared backbone, as the
-    server does (``LowRankCache``); else merged into a copy of the backbone, as the command line does."""
-    import torch
+class InProcess:
+    """Encode + search with no HTTP, in this process. ``unmerged``: the adapter applied over the shared
+    backbone, as the server does (``LowRankCache``); else merged into a copy of the backbone, as the command
+    line does."""
 
-    from qualia.adapter_bank import LowRankCache
+    def __init__(self, ws: Workspace, queries: list[str], unmerged: bool = True) -> None:
+        import torch
 
-    torch.set_num_threads(1)
-    searcher = ProfileSearcher.load(ws, PROFILE, adapters=LowRankCache(1 << 30) if unmerged else None)
-    for words in queries[:20]:
-        searcher.search_text(words)
-    latencies = []
-    for words in queries:
-        started = time.perf_counter()
-        vector = searcher.encoder.encode_texts([query_words(words)])[0]
-        searcher.search_vector(vector, "text", 10)
-        latencies.append(time.perf_counter() - started)
-    return _summary(latencies, sum(latencies))
+        from qualia.adapter_bank import LowRankCache
+
+        torch.set_num_threads(1)
+        self.searcher = ProfileSearcher.load(ws, PROFILE, adapters=LowRankCache(1 << 30) if unmerged else None)
+        for words in queries[:20]:
+            self.searcher.search_text(words)
+
+    def latencies(self, queries: list[str]) -> list[float]:
+        latencies = []
+        for words in queries:
+            started = time.perf_counter()
+            vector = self.searcher.encoder.encode_texts([query_words(words)])[0]
+            self.searcher.search_vector(vector, "text", 10)
+            latencies.append(time.perf_counter() - started)
+        return latencies
 
 
 def serve(ws: Workspace, port: int, threads: int) -> subprocess.Popen:
@@ -165,27 +172,55 @@ def serve(ws: Workspace, port: int, threads: int) -> subprocess.Popen:
     raise RuntimeError("the server did not start")
 
 
-def against_server(ws: Workspace, queries: list[str], port: int, threads: int, clients: int) -> dict[str, Any]:
+def _concurrent(base: str, queries: list[str], clients: int, latencies: list[float]) -> float:
+    """``clients`` clients at once, each with its share of ``queries`` twice over; the seconds it took."""
+    share = [queries[i::clients] * 2 for i in range(clients)]
+    workers = [threading.Thread(target=_client_loop, args=(base, share[i], latencies)) for i in range(clients)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - started
+
+
+def against_server(ws: Workspace, queries: list[str], port: int, threads: int, clients: int, floor: InProcess,
+                   rounds: int) -> dict[str, Any]:  # fmt: skip
+    """The in-process floor, one client and ``clients`` clients, taken in turn, ``rounds`` times over: this
+    machine's speed drifts by more than the differences measured (the floor's p50 went from 3.9 to 6.8 ms
+    between runs with nothing changed), so each ratio compares phases run within seconds of each other.
+    The pooled figures are over every round; ``rounds`` has each round's own."""
     base = f"http://127.0.0.1:{port}"
     server = serve(ws, port, threads)
     try:
         _client_loop(base, queries[:30], [])  # warm up: adapter and index loaded
         gc.collect()
         gc.freeze()  # a full collection in the client took ~300 ms, in the middle of someone's request
-        latencies: list[float] = []
-        started = time.perf_counter()
-        _client_loop(base, queries, latencies)
-        serial = _summary(latencies, time.perf_counter() - started)
-
-        latencies = []
-        share = [queries[i::clients] * 2 for i in range(clients)]
-        workers = [threading.Thread(target=_client_loop, args=(base, share[i], latencies)) for i in range(clients)]
-        started = time.perf_counter()
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        concurrent = _summary(latencies, time.perf_counter() - started)
+        pooled: dict[str, list[float]] = {"in_process": [], "serial": [], "concurrent": []}
+        seconds = {"serial": 0.0, "concurrent": 0.0}
+        per_round = []
+        for _ in range(rounds):
+            floor_latencies = floor.latencies(queries)
+            serial_latencies: list[float] = []
+            started = time.perf_counter()
+            _client_loop(base, queries, serial_latencies)
+            serial_seconds = time.perf_counter() - started
+            concurrent_latencies: list[float] = []
+            concurrent_seconds = _concurrent(base, queries, clients, concurrent_latencies)
+            this = {"in_process": _summary(floor_latencies, sum(floor_latencies)),
+                    "serial": _summary(serial_latencies, serial_seconds),
+                    "concurrent": _summary(concurrent_latencies, concurrent_seconds)}  # fmt: skip
+            per_round.append({**this, **_ratios(this)})
+            pooled["in_process"] += floor_latencies
+            pooled["serial"] += serial_latencies
+            pooled["concurrent"] += concurrent_latencies
+            seconds["serial"] += serial_seconds
+            seconds["concurrent"] += concurrent_seconds
+        result: dict[str, Any] = {
+            "in_process": _summary(pooled["in_process"], sum(pooled["in_process"])),
+            "serial": _summary(pooled["serial"], seconds["serial"]),
+            "concurrent": _summary(pooled["concurrent"], seconds["concurrent"]),
+        }
 
         busy = Workspace(Path(tempfile.mkdtemp(prefix="qualia-load-train-")))
         shutil.copytree(ws.profile_dir(PROFILE), busy.profile_dir(PROFILE), ignore=shutil.ignore_patterns("index"))
@@ -195,10 +230,9 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
                                      "--epochs", "30", "--patience", "0"], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(8)  # past loading, into the epochs
-        latencies = []
+        latencies: list[float] = []
         started = time.perf_counter()
-        stop = threading.Event()
-        _client_loop(base, queries * 3, latencies, stop)
+        _client_loop(base, queries * rounds, latencies)
         beside = _summary(latencies, time.perf_counter() - started)
         beside["training_still_running"] = training.poll() is None
         training.kill()
@@ -207,9 +241,14 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"serial": serial, "concurrent": concurrent, "beside_train": beside,
-            "concurrent_over_serial": round(concurrent["per_second"] / serial["per_second"], 2),
-            "beside_p99_over_idle_p99": round(beside["p99_ms"] / serial["p99_ms"], 2)}  # fmt: skip
+    return {**result, "beside_train": beside, **_ratios(result),
+            "beside_p99_over_idle_p99": round(beside["p99_ms"] / result["serial"]["p99_ms"], 2),
+            "rounds": per_round}  # fmt: skip
+
+
+def _ratios(phases: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {"concurrent_over_serial": round(phases["concurrent"]["per_second"] / phases["serial"]["per_second"], 2),
+            "serial_p50_over_in_process": round(phases["serial"]["p50_ms"] / phases["in_process"]["p50_ms"], 2)}
 
 
 def main() -> int:
@@ -219,6 +258,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--rounds", type=int, default=5, help="in-process, serial and concurrent phases taken in turn")
     parser.add_argument("--backbone", default=TINY_BACKBONE,
                         help=f"open_clip model name the person is trained and served on (default {TINY_BACKBONE})")
     parser.add_argument("--pretrained", default=None, metavar="TAG|PATH",
@@ -233,11 +273,12 @@ def main() -> int:
     queries = person_queries(ws, args.queries)
     result: dict[str, Any] = {"machine": machine(), "profile": PROFILE, "clients": args.clients,
                               "backbone": args.backbone, "served": indexed_with(ws),
-                              "in_process": in_process(ws, queries),
-                              "in_process_merged": in_process(ws, queries, unmerged=False)}  # fmt: skip
+                              "rounds": args.rounds}  # fmt: skip
+    merged = InProcess(ws, queries, unmerged=False).latencies(queries)
+    result["in_process_merged"] = _summary(merged, sum(merged))
+    floor = InProcess(ws, queries)
     for threads in (int(t) for t in args.threads.split(",")):
-        run = against_server(ws, queries, args.port, threads, args.clients)
-        run["serial_p50_over_in_process"] = round(run["serial"]["p50_ms"] / result["in_process"]["p50_ms"], 2)
+        run = against_server(ws, queries, args.port, threads, args.clients, floor, args.rounds)
         result[f"torch_threads_{threads}"] = run
         print(threads, {k: v for k, v in run.items() if "over" in k}, file=sys.stderr)
     result["median_query_chars"] = statistics.median(len(q) for q in queries)
