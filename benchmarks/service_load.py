@@ -185,7 +185,7 @@ def _concurrent(base: str, queries: list[str], clients: int, latencies: list[flo
 
 
 def against_server(ws: Workspace, queries: list[str], port: int, threads: int, clients: int, floor: InProcess,
-                   rounds: int) -> dict[str, Any]:  # fmt: skip
+                   rounds: int, train_nice: int | None = None) -> dict[str, Any]:  # fmt: skip
     """The in-process floor, one client and ``clients`` clients, taken in turn, ``rounds`` times over: this
     machine's speed drifts by more than the differences measured (the floor's p50 went from 3.9 to 6.8 ms
     between runs with nothing changed), so each ratio compares phases run within seconds of each other.
@@ -227,7 +227,8 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
         shutil.copytree(ws.images_dir, busy.images_dir)
         env = {**os.environ, "QUALIA_HOME": str(busy.root), "HF_HUB_OFFLINE": "1"}
         training = subprocess.Popen([sys.executable, "-m", "qualia.cli", "train", PROFILE, "--backbone", TINY_BACKBONE,
-                                     "--epochs", "30", "--patience", "0"], env=env,
+                                     "--epochs", "30", "--patience", "0",
+                                     *([] if train_nice is None else ["--nice", str(train_nice)])], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         time.sleep(8)  # past loading, into the epochs
         latencies: list[float] = []
@@ -258,6 +259,8 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--port", type=int, default=8766)
+    parser.add_argument("--train-nice", type=int, default=None, metavar="N",
+                        help="the training run's --nice beside the server (default: train's own)")
     parser.add_argument("--rounds", type=int, default=5, help="in-process, serial and concurrent phases taken in turn")
     parser.add_argument("--backbone", default=TINY_BACKBONE,
                         help=f"open_clip model name the person is trained and served on (default {TINY_BACKBONE})")
@@ -273,12 +276,12 @@ def main() -> int:
     queries = person_queries(ws, args.queries)
     result: dict[str, Any] = {"machine": machine(), "profile": PROFILE, "clients": args.clients,
                               "backbone": args.backbone, "served": indexed_with(ws),
-                              "rounds": args.rounds}  # fmt: skip
+                              "rounds": args.rounds, "train_nice": args.train_nice}  # fmt: skip
     merged = InProcess(ws, queries, unmerged=False).latencies(queries)
     result["in_process_merged"] = _summary(merged, sum(merged))
     floor = InProcess(ws, queries)
     for threads in (int(t) for t in args.threads.split(",")):
-        run = against_server(ws, queries, args.port, threads, args.clients, floor, args.rounds)
+        run = against_server(ws, queries, args.port, threads, args.clients, floor, args.rounds, args.train_nice)
         result[f"torch_threads_{threads}"] = run
         print(threads, {k: v for k, v in run.items() if "over" in k}, file=sys.stderr)
     result["median_query_chars"] = statistics.median(len(q) for q in queries)

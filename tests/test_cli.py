@@ -181,3 +181,38 @@ def test_serve_logs_a_line_per_request_only_when_asked(monkeypatch: pytest.Monke
         monkeypatch.setenv(name, value)
     assert main(["serve", "--port", "0", *flags]) == 0
     assert started["config"].access_log is logged
+
+
+def _niceness_after(started_at: int, asked: int) -> int:
+    """The niceness of a forked child that starts at ``started_at`` and asks for ``asked``."""
+    import multiprocessing
+
+    def child(out) -> None:
+        import os
+
+        from qualia.cli.main import run_in_background
+
+        os.nice(started_at)
+        run_in_background(asked)
+        out.put(os.nice(0))
+
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    process = ctx.Process(target=child, args=(out,))
+    process.start()
+    process.join(timeout=30)
+    return out.get(timeout=5)
+
+
+def test_training_and_indexing_run_as_background_work_unless_told() -> None:
+    """A server on the same cores answers first (docs/benchmarks.md): train and index lower their own CPU
+    priority, never raise it, and --nice 0 leaves it as started."""
+    import os
+
+    for command in (["train", "alice"], ["index", "alice"]):
+        assert build_parser().parse_args(command).nice == 19
+        assert build_parser().parse_args([*command, "--nice", "0"]).nice == 0
+    base = os.nice(0)
+    assert _niceness_after(0, 7) == max(base, 7)
+    assert _niceness_after(12 - base if base < 12 else 0, 7) == max(base, 12)  # already nicer: left as it is
+    assert _niceness_after(0, 0) == base
