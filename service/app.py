@@ -120,7 +120,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
     ws = settings.workspace  # built once here, passed down (deps.WorkspaceDep)
     resources = Resources(ws, settings.device, settings.max_concurrent_images, settings.adapter_budget_bytes,
-                          settings.torch_threads, settings.max_batch)  # fmt: skip
+                          settings.torch_threads, settings.max_batch, settings.batch_torch_threads)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

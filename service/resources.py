@@ -35,11 +35,12 @@ RACY_NS = 2_000_000_000  # a folder changed this recently may change again withi
 
 class Resources:
     def __init__(self, ws: Workspace, device: str = "cpu", concurrent_images: int = 2,
-                 adapter_budget_bytes: int = 256 * 1024 * 1024, torch_threads: int = 1, max_batch: int = 32):  # fmt: skip
+                 adapter_budget_bytes: int = 256 * 1024 * 1024, torch_threads: int = 1, max_batch: int = 32,
+                 batch_torch_threads: int = 0):  # fmt: skip
         self.ws = ws
         self.backbones = BackboneCache(device)
         self.adapters = LowRankCache(adapter_budget_bytes)
-        self.worker = EncoderWorker(max_batch=max_batch, torch_threads=torch_threads)
+        self.worker = EncoderWorker(max_batch=max_batch, torch_threads=torch_threads, batch_threads=batch_torch_threads)
         # Decoding and embedding a query picture costs memory in proportion to its pixels: a few at a time,
         # on threads of their own (the allocator keeps an arena per thread: pictures decoded across the
         # whole request pool would each leave one grown to a picture's size).

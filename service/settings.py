@@ -25,7 +25,10 @@ class ServiceSettings(BaseSettings):
         256 * 1024 * 1024, ge=0, description="memory for profiles' adapters kept unmerged; the least recently used leave first"
     )
     torch_threads: int = Field(
-        1, ge=0, description="torch threads of the encoding worker (0: torch's default); see docs/benchmarks.md"
+        1, ge=0, description="torch threads encoding a query alone (0: torch's default); see docs/benchmarks.md"
+    )
+    batch_torch_threads: int = Field(
+        0, ge=0, description="torch threads encoding a batch of queries that arrived together (0: one per core)"
     )
     image_hosts: str = Field(
         "", description="comma-separated hosts image_url queries may be fetched from (QUALIA_IMAGE_HOSTS); empty: "

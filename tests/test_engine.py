@@ -111,3 +111,33 @@ def test_what_runs_after_a_query_answers_it_and_its_error_stays_its_own(tiny) ->
     assert answered == pytest.approx(1.0, abs=1e-5) and ran_on == ["encoder"]  # on the worker, not the loop
     assert isinstance(failed, LookupError)
     assert plain.shape == (tiny.embed_dim,)
+
+
+def test_a_query_alone_and_a_batch_run_on_their_own_torch_threads(tiny) -> None:
+    """One thread for a query alone (steady beside other work), more for a batch (throughput under load)."""
+
+    class Counting(_Gated):
+        def encode_texts(self, texts):
+            threads.append(torch.get_num_threads())
+            return super().encode_texts(texts)
+
+    threads: list[int] = []
+    encoder = Counting(tiny.model, tiny)
+    worker = EncoderWorker(max_batch=8, torch_threads=1, batch_threads=2)
+    worker.start()
+
+    async def main() -> None:
+        first = asyncio.ensure_future(worker.encode(encoder, "text", WORDS[0]))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(worker.encode(encoder, "text", w)) for w in WORDS[1:]]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await asyncio.gather(first, *rest)
+        await worker.encode(encoder, "text", "alone again")
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.stop()
+    assert encoder.calls == [1, 8, 7, 1]
+    assert threads == [1, 2, 2, 1]

@@ -292,6 +292,8 @@ def cmd_serve(ws: Workspace, args: argparse.Namespace) -> int:
     settings.require_keys = settings.require_keys or not _is_loopback(args.host)
     if args.torch_threads is not None:
         settings.torch_threads = args.torch_threads
+    if args.batch_torch_threads is not None:
+        settings.batch_torch_threads = args.batch_torch_threads
     settings.access_log = settings.access_log or args.access_log
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
                                            access_log=settings.access_log))  # fmt: skip
@@ -477,8 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (off loopback needs an API key)")
     sp.add_argument("--port", type=int, default=8000, help="port to listen on")
     sp.add_argument("--torch-threads", type=int, default=None, metavar="N",
-                    help="torch threads of the encoding worker (default 1, or QUALIA_TORCH_THREADS; 0: torch's own "
+                    help="torch threads encoding a query alone (default 1, or QUALIA_TORCH_THREADS; 0: torch's own "
                          "default); one keeps latency steady beside other work on the cores (docs/benchmarks.md)")
+    sp.add_argument("--batch-torch-threads", type=int, default=None, metavar="N",
+                    help="torch threads encoding a batch of queries that arrived together (default: one per core, or "
+                         "QUALIA_BATCH_TORCH_THREADS); batches come under load, when throughput counts")
     sp.add_argument("--access-log", action="store_true",
                     help="log a line for every request (or QUALIA_ACCESS_LOG=1); off by default: /metrics counts and "
                          "times requests either way, and the line costs each request time on the event loop")
