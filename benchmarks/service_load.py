@@ -68,25 +68,30 @@ def _summary(latencies: list[float], seconds: float) -> dict[str, float]:
             "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
 
 
-def _client_loop(base: str, queries: list[str], latencies: list[float], stop: threading.Event | None = None) -> None:
+def _client_loop(base: str, queries: list[str], latencies: list[float], until: float | None = None) -> None:
     """One client: one kept-alive connection, one request after the other. The standard library's client,
     not httpx: its own Python costs a fraction of httpx's (16 such loops share this process's GIL and the
-    server's cores), so the figures are the server's."""
+    server's cores), so the figures are the server's. ``until`` (a ``perf_counter`` time): round the
+    queries again and again until then, counting only the answers that came before it."""
     address = urlsplit(base)
     connection = http.client.HTTPConnection(address.hostname, address.port, timeout=60)
     path, headers = f"/v1/profiles/{PROFILE}/search", {"Content-Type": "application/json"}
     try:
-        for words in queries:
-            if stop is not None and stop.is_set():
+        while True:
+            for words in queries:
+                body = json.dumps({"text": words, "k": 10})
+                started = time.perf_counter()
+                connection.request("POST", path, body, headers)
+                response = connection.getresponse()
+                answer = response.read()
+                ended = time.perf_counter()
+                if response.status != 200:
+                    raise RuntimeError(f"search answered {response.status}: {answer[:300]!r}")
+                if until is not None and ended > until:
+                    return
+                latencies.append(ended - started)
+            if until is None:
                 return
-            body = json.dumps({"text": words, "k": 10})
-            started = time.perf_counter()
-            connection.request("POST", path, body, headers)
-            response = connection.getresponse()
-            answer = response.read()
-            latencies.append(time.perf_counter() - started)
-            if response.status != 200:
-                raise RuntimeError(f"search answered {response.status}: {answer[:300]!r}")
     finally:
         connection.close()
 
@@ -172,20 +177,30 @@ def serve(ws: Workspace, port: int, threads: int) -> subprocess.Popen:
     raise RuntimeError("the server did not start")
 
 
-def _concurrent(base: str, queries: list[str], clients: int, latencies: list[float]) -> float:
-    """``clients`` clients at once, each with its share of ``queries`` twice over; the seconds it took."""
-    share = [queries[i::clients] * 2 for i in range(clients)]
-    workers = [threading.Thread(target=_client_loop, args=(base, share[i], latencies)) for i in range(clients)]
-    started = time.perf_counter()
+def _concurrent(base: str, queries: list[str], clients: int, seconds: float, latencies: list[float]) -> float:
+    """``clients`` clients at once for ``seconds``, each going round its share of ``queries``: the answers
+    that came within the window, all of it spent at full concurrency (a run of a fixed number of requests
+    ends with a few clients still waiting while the others are done)."""
+    until = time.perf_counter() + seconds + 0.2  # the threads start within the 0.2 s
+    start = threading.Barrier(clients + 1)
+
+    def client(share: list[str]) -> None:
+        start.wait()
+        _client_loop(base, share, latencies, until)
+
+    workers = [threading.Thread(target=client, args=(queries[i::clients],)) for i in range(clients)]
     for w in workers:
         w.start()
+    time.sleep(max(0.0, until - seconds - time.perf_counter()))
+    start.wait()
+    began = time.perf_counter()
     for w in workers:
         w.join()
-    return time.perf_counter() - started
+    return until - began
 
 
 def against_server(ws: Workspace, queries: list[str], port: int, threads: int, clients: int, floor: InProcess,
-                   rounds: int, train_nice: int | None = None) -> dict[str, Any]:  # fmt: skip
+                   rounds: int, train_nice: int | None = None, concurrent_seconds_each: float = 4.0) -> dict[str, Any]:  # fmt: skip
     """The in-process floor, one client and ``clients`` clients, taken in turn, ``rounds`` times over: this
     machine's speed drifts by more than the differences measured (the floor's p50 went from 3.9 to 6.8 ms
     between runs with nothing changed), so each ratio compares phases run within seconds of each other.
@@ -206,7 +221,7 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
             _client_loop(base, queries, serial_latencies)
             serial_seconds = time.perf_counter() - started
             concurrent_latencies: list[float] = []
-            concurrent_seconds = _concurrent(base, queries, clients, concurrent_latencies)
+            concurrent_seconds = _concurrent(base, queries, clients, concurrent_seconds_each, concurrent_latencies)
             this = {"in_process": _summary(floor_latencies, sum(floor_latencies)),
                     "serial": _summary(serial_latencies, serial_seconds),
                     "concurrent": _summary(concurrent_latencies, concurrent_seconds)}  # fmt: skip
@@ -261,6 +276,8 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8766)
     parser.add_argument("--train-nice", type=int, default=None, metavar="N",
                         help="the training run's --nice beside the server (default: train's own)")
+    parser.add_argument("--concurrent-seconds", type=float, default=4.0,
+                        help="how long each round's concurrent phase runs, its clients at full concurrency throughout")
     parser.add_argument("--rounds", type=int, default=5, help="in-process, serial and concurrent phases taken in turn")
     parser.add_argument("--backbone", default=TINY_BACKBONE,
                         help=f"open_clip model name the person is trained and served on (default {TINY_BACKBONE})")
@@ -281,7 +298,8 @@ def main() -> int:
     result["in_process_merged"] = _summary(merged, sum(merged))
     floor = InProcess(ws, queries)
     for threads in (int(t) for t in args.threads.split(",")):
-        run = against_server(ws, queries, args.port, threads, args.clients, floor, args.rounds, args.train_nice)
+        run = against_server(ws, queries, args.port, threads, args.clients, floor, args.rounds, args.train_nice,
+                             args.concurrent_seconds)  # fmt: skip
         result[f"torch_threads_{threads}"] = run
         print(threads, {k: v for k, v in run.items() if "over" in k}, file=sys.stderr)
     result["median_query_chars"] = statistics.median(len(q) for q in queries)
