@@ -13,6 +13,9 @@ one encode take 250 ms instead of 6, and with two threads one client's p99 besid
 idle p99 against 2.1 x with one. Batches come only when queries arrive together, when throughput is what
 counts: on ViT-B-32 a batch of 16 took 10.5 ms a query on two threads against 17.5 on one
 (docs/benchmarks.md has the measurements behind both choices).
+
+Under load, after a turn of several queries, the worker waits a little (``LINGER_SHARE`` of that turn's
+time) for as many again: the clients it has just answered are sending their next queries.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -30,6 +34,11 @@ from typing import Any
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+# After a turn of several queries, wait up to this share of that turn's time for as many again. 16 clients
+# (docs/benchmarks.md): ViT-B-32 81 -> 91 req/s, qualia-tiny 853 -> 881; waiting a whole turn gained
+# little more (93, 931) for three times the wait at the end of a burst.
+LINGER_SHARE = 0.3
 
 
 @dataclass
@@ -45,8 +54,9 @@ class EncoderWorker:
     """``await worker.encode(encoder, "text", words)`` -> the (dim,) unit vector."""
 
     def __init__(self, max_batch: int = 32, torch_threads: int = 1, batch_threads: int = 0,
-                 on_batch: Callable[[int], None] | None = None) -> None:  # fmt: skip
+                 on_batch: Callable[[int], None] | None = None, linger_share: float = LINGER_SHARE) -> None:  # fmt: skip
         self.max_batch = max_batch
+        self.linger_share = linger_share
         self.torch_threads = torch_threads  # a query alone; 0: torch's default
         self.batch_threads = batch_threads  # a batch of several; 0: one per core this process may use
         self._threads = {1: 1, 2: 1}  # by "alone" (1) or "together" (2): resolved in start()
@@ -54,6 +64,7 @@ class EncoderWorker:
         self.on_batch = on_batch  # called with each batch's size (the service's metrics)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._last_size, self._last_seconds = 0, 0.0  # the worker's last turn: queries taken, seconds spent
 
     def start(self) -> None:
         import torch  # not before a service starts: the command line answers --help without it
@@ -85,9 +96,15 @@ class EncoderWorker:
         if first is None:
             return None
         jobs = [first]
+        # Under load (the last turn took several queries) wait a little for as many as it took: the
+        # clients it answered are sending their next queries, and without the wait turns alternate between
+        # a big batch and the few that came while its answers went out. A query alone never waits.
+        wanted = min(self.max_batch, self._last_size)
+        deadline = time.perf_counter() + (self.linger_share * self._last_seconds if wanted > 1 else 0.0)
         while len(jobs) < self.max_batch:
             try:
-                job = self._queue.get_nowait()
+                left = deadline - time.perf_counter() if len(jobs) < wanted else 0.0
+                job = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -98,12 +115,20 @@ class EncoderWorker:
 
     def _loop(self) -> None:
         while (jobs := self._take()) is not None:
-            groups: dict[tuple[int, int, str], list[_Job]] = {}
-            for job in jobs:  # one model with one adapter: encoders made per request for one profile are equal
-                key = (id(job.encoder.model), id(getattr(job.encoder, "low_rank", None)), job.modality)
-                groups.setdefault(key, []).append(job)
-            for group in groups.values():
-                self._run(group)
+            started = time.perf_counter()
+            try:
+                groups: dict[tuple[int, int, str], list[_Job]] = {}
+                for job in jobs:  # one model with one adapter: encoders made per request for one profile are equal
+                    key = (id(job.encoder.model), id(getattr(job.encoder, "low_rank", None)), job.modality)
+                    groups.setdefault(key, []).append(job)
+                for group in groups.values():
+                    self._run(group)
+            except Exception as e:  # a dead worker would leave every later request waiting forever
+                log.exception("encoder worker turn failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+            self._last_size, self._last_seconds = len(jobs), time.perf_counter() - started
 
     def _run(self, group: Sequence[_Job]) -> None:
         live = [job for job in group if job.future.set_running_or_notify_cancel()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -65,6 +66,7 @@ def test_an_error_reaches_its_batch_only_and_the_worker_goes_on(tiny) -> None:
 
     async def main():
         bad = await asyncio.gather(worker.encode(encoder, "text", "boom"), return_exceptions=True)
+        bad += await asyncio.gather(worker.encode(object(), "text", "no model"), return_exceptions=True)
         good = await worker.encode(encoder, "text", "quiet morning")
         pixels = torch.zeros(3, tiny.image_size, tiny.image_size)
         picture = await worker.encode(encoder, "pixels", pixels)
@@ -75,6 +77,7 @@ def test_an_error_reaches_its_batch_only_and_the_worker_goes_on(tiny) -> None:
     finally:
         worker.stop()
     assert isinstance(bad[0], ValueError)
+    assert isinstance(bad[1], AttributeError)  # a broken turn fails its queries, the worker lives on
     assert good.shape == picture.shape == (tiny.embed_dim,)
     assert abs(float(np.linalg.norm(good)) - 1) < 1e-5
 
@@ -141,3 +144,40 @@ def test_a_query_alone_and_a_batch_run_on_their_own_torch_threads(tiny) -> None:
         worker.stop()
     assert encoder.calls == [1, 8, 7, 1]
     assert threads == [1, 2, 2, 1]
+
+
+def test_after_a_busy_turn_the_worker_waits_a_little_for_the_next_queries_and_alone_never(tiny) -> None:
+    """A turn of 8 that took ~0.2 s: a query that comes 50 ms after the next one joins its batch. After a
+    turn of one, two queries 50 ms apart are encoded apart."""
+
+    class Slow(_Gated):
+        def encode_texts(self, texts):
+            if len(texts) == 8:
+                time.sleep(0.2)
+            return super().encode_texts(texts)
+
+    encoder = Slow(tiny.model, tiny)
+    worker = EncoderWorker(max_batch=8, torch_threads=0, linger_share=1.0)
+    worker.start()
+
+    async def two_apart() -> None:
+        first = asyncio.ensure_future(worker.encode(encoder, "text", "harbor fog"))
+        await asyncio.sleep(0.05)
+        await asyncio.gather(first, worker.encode(encoder, "text", "honey cup"))
+
+    async def main() -> None:
+        first = asyncio.ensure_future(worker.encode(encoder, "text", WORDS[0]))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(worker.encode(encoder, "text", w)) for w in WORDS[1:9]]
+        await asyncio.sleep(0.05)
+        encoder.gate.set()
+        await asyncio.gather(first, *rest)
+        await two_apart()  # after the turn of 8: encoded together
+        await worker.encode(encoder, "text", "alone")  # a fast turn of 2 before it: hardly any wait
+        await two_apart()  # after a turn of 1: apart
+
+    try:
+        asyncio.run(main())
+    finally:
+        worker.stop()
+    assert encoder.calls == [1, 8, 2, 1, 1, 1]
