@@ -8,8 +8,10 @@ its newest index is of that backbone already), for each ``--torch-threads`` sett
                shared backbone as the server applies it: the floor (``in_process_merged``: merged, as the
                command line does)
   serial       one client, one request after the other: p50/p99 and requests/s
-  concurrent   16 clients at once: requests/s, p50/p99
+  concurrent   16 clients, each busy for all of ``--concurrent-seconds``: requests/s, p50/p99
   beside_train one client while `qualia train` runs on the same cores (on a copy of the workspace): p50/p99
+  no_op_http   one client against an HTTP server that does nothing but hop to a thread and back and answer
+               as many bytes: the least HTTP costs here (``http_budget_ms``: what the 1.15 x target leaves)
 
 The first three are taken in turn, ``--rounds`` times, so each ratio compares phases run seconds apart
 (this machine's speed drifts between runs by more than the differences measured). Targets: concurrent
@@ -162,19 +164,59 @@ class InProcess:
         return latencies
 
 
-def serve(ws: Workspace, port: int, threads: int) -> subprocess.Popen:
-    env = {**os.environ, "QUALIA_HOME": str(ws.root), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "qualia.cli", "serve", "--port", str(port), "--torch-threads",
-                             str(threads)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+# The least any HTTP server here can cost a search: uvicorn as `qualia serve` runs it (uvloop, httptools),
+# an app that reads the body, hands it to a worker thread and back (the encoder's hop) and answers as many
+# bytes as a real answer, with no Python of its own beyond that.
+_NO_OP_SERVER = """
+import asyncio, concurrent.futures, sys, uvicorn
+answer = b"x" * int(sys.argv[2])
+hop = concurrent.futures.ThreadPoolExecutor(1)
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        return await send({"type": "lifespan.shutdown.complete"})
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body, more = body + message.get("body", b""), message.get("more_body", False)
+    await asyncio.wrap_future(hop.submit(len, body))
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": answer})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+"""
+
+
+def no_op_server(port: int, answer_bytes: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", _NO_OP_SERVER, str(port), str(answer_bytes)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return _started(proc, f"http://127.0.0.1:{port}/")
+
+
+def _answer_bytes(base: str, words: str) -> int:
+    """The length of a real search's answer."""
+    answer = httpx.post(f"{base}/v1/profiles/{PROFILE}/search", json={"text": words, "k": 10}, timeout=60)
+    answer.raise_for_status()
+    return len(answer.content)
+
+
+def _started(proc: subprocess.Popen, health: str) -> subprocess.Popen:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(health, timeout=1).status_code == 200:
                 return proc
         except httpx.HTTPError:
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError("the server did not start")
+    raise RuntimeError(f"the server at {health} did not start")
+
+
+def serve(ws: Workspace, port: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "QUALIA_HOME": str(ws.root), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "qualia.cli", "serve", "--port", str(port), "--torch-threads",
+                             str(threads)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return _started(proc, f"http://127.0.0.1:{port}/healthz")
 
 
 def _concurrent(base: str, queries: list[str], clients: int, seconds: float, latencies: list[float]) -> float:
@@ -205,14 +247,19 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
     machine's speed drifts by more than the differences measured (the floor's p50 went from 3.9 to 6.8 ms
     between runs with nothing changed), so each ratio compares phases run within seconds of each other.
     The pooled figures are over every round; ``rounds`` has each round's own."""
-    base = f"http://127.0.0.1:{port}"
+    base, no_op_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port + 1}"
     server = serve(ws, port, threads)
+    no_op = None
     try:
         _client_loop(base, queries[:30], [])  # warm up: adapter and index loaded
+        # and batches of every size: the first concurrent rounds of a fresh server ran 10-15 % slower
+        _concurrent(base, queries, clients, concurrent_seconds_each, [])
+        no_op = no_op_server(port + 1, _answer_bytes(base, queries[0]))
+        _client_loop(no_op_base, queries[:30], [])
         gc.collect()
         gc.freeze()  # a full collection in the client took ~300 ms, in the middle of someone's request
-        pooled: dict[str, list[float]] = {"in_process": [], "serial": [], "concurrent": []}
-        seconds = {"serial": 0.0, "concurrent": 0.0}
+        pooled: dict[str, list[float]] = {"in_process": [], "serial": [], "concurrent": [], "no_op_http": []}
+        seconds = {"serial": 0.0, "concurrent": 0.0, "no_op_http": 0.0}
         per_round = []
         for _ in range(rounds):
             floor_latencies = floor.latencies(queries)
@@ -220,6 +267,11 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
             started = time.perf_counter()
             _client_loop(base, queries, serial_latencies)
             serial_seconds = time.perf_counter() - started
+            no_op_latencies: list[float] = []
+            started = time.perf_counter()
+            _client_loop(no_op_base, queries, no_op_latencies)
+            seconds["no_op_http"] += time.perf_counter() - started
+            pooled["no_op_http"] += no_op_latencies
             concurrent_latencies: list[float] = []
             concurrent_seconds = _concurrent(base, queries, clients, concurrent_seconds_each, concurrent_latencies)
             this = {"in_process": _summary(floor_latencies, sum(floor_latencies)),
@@ -235,6 +287,7 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
             "in_process": _summary(pooled["in_process"], sum(pooled["in_process"])),
             "serial": _summary(pooled["serial"], seconds["serial"]),
             "concurrent": _summary(pooled["concurrent"], seconds["concurrent"]),
+            "no_op_http": _summary(pooled["no_op_http"], seconds["no_op_http"]),
         }
 
         busy = Workspace(Path(tempfile.mkdtemp(prefix="qualia-load-train-")))
@@ -255,10 +308,14 @@ def against_server(ws: Workspace, queries: list[str], port: int, threads: int, c
         training.wait()
         shutil.rmtree(busy.root, ignore_errors=True)
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        for proc in (server, no_op):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
     return {**result, "beside_train": beside, **_ratios(result),
             "beside_p99_over_idle_p99": round(beside["p99_ms"] / result["serial"]["p99_ms"], 2),
+            "http_ms_over_in_process": round(result["serial"]["p50_ms"] - result["in_process"]["p50_ms"], 2),
+            "http_budget_ms": round(0.15 * result["in_process"]["p50_ms"], 2),
             "rounds": per_round}  # fmt: skip
 
 
