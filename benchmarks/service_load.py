@@ -13,7 +13,7 @@ its newest index is of that backbone already), for each ``--torch-threads`` sett
   no_op_http   one client against an HTTP server that does nothing but hop to a thread and back and answer
                as many bytes: the least HTTP costs here (``http_budget_ms``: what the 1.15 x target leaves)
 
-The first three are taken in turn, ``--rounds`` times, so each ratio compares phases run seconds apart
+All but beside_train are taken in turn, ``--rounds`` times, so each ratio compares phases run seconds apart
 (this machine's speed drifts between runs by more than the differences measured). Targets: concurrent
 requests/s >= 2.5 x serial; serial HTTP p50 <= 1.15 x in-process; beside_train p99 <= 2 x serial p99.
 Prints one JSON object.
