@@ -147,6 +147,17 @@ def test_serve_on_a_taken_port_says_so_before_loading_anything(tmp_path: Path) -
     assert stderr == f"qualia: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
+@pytest.mark.parametrize("flags,env,said", [
+    (["--batch-torch-threads", "-1"], {}, "argument --batch-torch-threads: must be a whole number, 0 or more, not '-1'"),
+    (["--torch-threads", "two"], {}, "argument --torch-threads: must be a whole number, 0 or more, not 'two'"),
+    ([], {"QUALIA_BATCH_TORCH_THREADS": "-1"}, "QUALIA_BATCH_TORCH_THREADS: Input should be greater than or equal to 0"),
+])  # fmt: skip
+def test_serve_refuses_a_bad_setting_in_one_line(tmp_path: Path, flags: list[str], env: dict[str, str], said: str) -> None:
+    out = run_qualia("serve", "--port", "0", *flags, env={"QUALIA_HOME": str(tmp_path), **env})
+    assert out.returncode == 2 and out.stdout == ""
+    assert said in out.stderr.strip().splitlines()[-1] and "Traceback" not in out.stderr
+
+
 def test_an_unexpected_failure_is_one_line_naming_the_way_to_the_traceback(tmp_path: Path) -> None:
     (tmp_path / "profiles" / "mara").mkdir(parents=True)
     (tmp_path / "profiles" / "mara" / "corpus.sqlite").write_bytes(b"not a database at all" * 100)

@@ -280,6 +280,7 @@ def cmd_serve(ws: Workspace, args: argparse.Namespace) -> int:
     sock = _listen(args.host, args.port)
 
     import uvicorn
+    from pydantic import ValidationError
 
     from service.allocator import return_freed_memory
     from service.app import create_app
@@ -287,8 +288,12 @@ def cmd_serve(ws: Workspace, args: argparse.Namespace) -> int:
 
     return_freed_memory()
 
+    try:
+        settings = ServiceSettings(home=ws.root)
+    except ValidationError as e:  # a QUALIA_* variable out of range: say which, as a flag would be told
+        raise InvalidArgument("; ".join(f"QUALIA_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}"
+                                        for err in e.errors())) from None  # fmt: skip
     # Off loopback, stay closed even if every key is revoked while the server runs.
-    settings = ServiceSettings(home=ws.root)
     settings.require_keys = settings.require_keys or not _is_loopback(args.host)
     if args.torch_threads is not None:
         settings.torch_threads = args.torch_threads
@@ -376,6 +381,12 @@ def _k(value: str) -> int:
     if not 1 <= k <= MAX_K:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_K}, not {k}")
     return k
+
+
+def _threads(value: str) -> int:
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more, not {value[:20]!r}")
+    return int(value)
 
 
 def _train_flag(sp: argparse.ArgumentParser, name: str, metavar: str, **extra: Any) -> None:
@@ -478,10 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = command(sub, "serve", cmd_serve, "run the HTTP API", profile=False, json_flag=False)
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (off loopback needs an API key)")
     sp.add_argument("--port", type=int, default=8000, help="port to listen on")
-    sp.add_argument("--torch-threads", type=int, default=None, metavar="N",
+    sp.add_argument("--torch-threads", type=_threads, default=None, metavar="N",
                     help="torch threads encoding a query alone (default 1, or QUALIA_TORCH_THREADS; 0: torch's own "
                          "default); one keeps latency steady beside other work on the cores (docs/benchmarks.md)")
-    sp.add_argument("--batch-torch-threads", type=int, default=None, metavar="N",
+    sp.add_argument("--batch-torch-threads", type=_threads, default=None, metavar="N",
                     help="torch threads encoding a batch of queries that arrived together (default: one per core, or "
                          "QUALIA_BATCH_TORCH_THREADS); batches come under load, when throughput counts")
     sp.add_argument("--access-log", action="store_true",
