@@ -16,13 +16,12 @@ every OpenAPI entry come from one place, and the lane's answers are the route's 
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
 import time
 from typing import Any
 
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,8 +31,6 @@ from qualia.errors import QualiaError
 
 from service.deps import keyring_in
 from service.routers.search import SearchRequest, SearchResponse, search_answer, search_encoded
-
-log = logging.getLogger(__name__)
 
 SEARCH_PATH = re.compile(r"/v1/profiles/(?P<profile>[^/]+)/search")
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -85,7 +82,7 @@ class SearchLane:
             results = await search_encoded(state.resources, state.settings, searcher, encoder, request.text, None, k,
                                            request.modality)  # fmt: skip
         except QualiaError as e:  # as the app's handler answers it (app.qualia_error)
-            await _send(send, e.http_status, b'{"detail":' + _json_string(str(e)) + b"}")
+            await _send(send, e.http_status, JSONResponse({"detail": str(e)}).body)
             return True
         scope["route"] = self.route
         answer = SearchResponse.model_validate(search_answer(profile, searcher, results, started))
@@ -133,10 +130,6 @@ def replay_body(body: bytes, more: bool, receive: Receive) -> Receive:
         return await receive()
 
     return replay
-
-
-def _json_string(text: str) -> bytes:
-    return json.dumps(text, ensure_ascii=False).encode("utf-8", "replace")
 
 
 async def _send(send: Send, status: int, payload: bytes) -> None:

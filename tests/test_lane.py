@@ -145,3 +145,23 @@ def test_a_profile_whose_adapter_is_not_held_is_loaded_by_the_route(home: Path) 
         assert c.post(path, json={"text": "fog"}).status_code == 200  # the whole app: the route loads it
         assert lane_client.post(path, json={"text": "fog"}).status_code == 200
         assert len(route.reached) == 1
+
+
+def test_an_error_of_the_search_is_answered_as_the_route_answers_it(app_client: TestClient, lane,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from qualia.errors import Unavailable
+
+    lane_client, route = lane
+    path = f"/v1/profiles/{PROFILE}/search"
+    assert app_client.post(path, files=_form({"text": "warm up"})).status_code == 200
+    searcher = app_client.app.state.resources.current_searcher(PROFILE)
+
+    def unavailable(*args, **kwargs):
+        raise Unavailable("the index «fog» is being replaced")
+
+    monkeypatch.setattr(searcher, "search_vector", unavailable)
+    by_lane = lane_client.post(path, json={"text": "fog"})
+    by_route = app_client.post(path, files=_form({"text": "fog"}))
+    assert by_lane.status_code == by_route.status_code == Unavailable.http_status
+    assert by_lane.json() == by_route.json() == {"detail": "the index «fog» is being replaced"}
+    assert by_lane.content == by_route.content and route.reached == []
